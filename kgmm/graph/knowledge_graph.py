@@ -110,7 +110,10 @@ class KnowledgeGraph:
                 parsed.add_record(record)
         if not parsed.entity_ids:
             raise GraphFormatError(f"{path}: the file holds no triples and no entities")
-        return cls._from_parsed(parsed)
+        graph = cls._from_parsed(parsed)
+        del parsed
+        _release_free_memory()
+        return graph
 
     @classmethod
     def load_splits(
@@ -222,7 +225,7 @@ class KnowledgeGraph:
     @classmethod
     def _from_parsed(cls, parsed: ParsedGraph) -> "KnowledgeGraph":
         return cls(
-            list(parsed.entity_ids),
+            _compact_strings(parsed.entity_ids),
             list(parsed.relation_ids),
             parsed.triples(),
             records=parsed.records,
@@ -367,21 +370,36 @@ class KnowledgeGraph:
             for node in frontier:
                 if len(found) >= max_entities:
                     break
-                start, end = self._indptr[node], self._indptr[node + 1]
-                neighbors = self._neighbor[start:end].tolist()
-                vias = self._via[start:end].tolist()
-                for neighbor, via in zip(neighbors, vias):
-                    if neighbor not in found:
-                        found[neighbor] = (hop, via)
-                        next_frontier.append(neighbor)
-                        if len(found) >= max_entities:
-                            break
+                self._visit(node, hop, found, next_frontier, max_entities)
             frontier = next_frontier
             if not frontier:
                 break
         ids = np.fromiter(found, dtype=np.int64, count=len(found))
         meta = np.asarray(list(found.values()), dtype=np.int64).reshape(-1, 2)
         return Neighborhood(ids, meta[:, 0], meta[:, 1])
+
+    def _visit(
+        self,
+        node: int,
+        hop: int,
+        found: dict[int, tuple[int, int]],
+        frontier: list[int],
+        max_entities: int,
+    ) -> None:
+        """Add ``node``'s unseen neighbours in edge order, reading its edge list in chunks so
+        a hub with 100k edges costs no more than the few entities still wanted."""
+        start, end = int(self._indptr[node]), int(self._indptr[node + 1])
+        while start < end and len(found) < max_entities:
+            stop = min(end, start + 2 * (max_entities - len(found)) + 8)
+            for neighbor, via in zip(
+                self._neighbor[start:stop].tolist(), self._via[start:stop].tolist()
+            ):
+                if neighbor not in found:
+                    found[neighbor] = (hop, via)
+                    frontier.append(neighbor)
+                    if len(found) >= max_entities:
+                        return
+            start = stop
 
     def neighbors(
         self, entity_ids: Iterable[int], hops: int = 2, max_entities: int = 64
@@ -444,11 +462,37 @@ class KnowledgeGraph:
         sources = np.concatenate([heads, tails])
         order = np.argsort(sources, kind="stable")
         targets = np.concatenate([tails, heads])[order]
-        vias = np.concatenate([rels + 1, rels + 1 + self.num_relations]).astype(np.int32)[order]
+        via_type = np.int16 if self.num_relation_slots <= np.iinfo(np.int16).max else np.int32
+        vias = np.concatenate([rels + 1, rels + 1 + self.num_relations]).astype(via_type)[order]
         counts = np.bincount(sources, minlength=self.num_entities)
         indptr = np.zeros(self.num_entities + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         return indptr, targets.astype(np.int32, copy=False), vias
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap pages back to the OS after a load (glibc only).
+
+    Parsing a large file frees millions of temporaries and several large numpy buffers that
+    glibc keeps in its heap; without this a 5M-triple graph stays at about twice its live
+    size in resident memory. No library exposes malloc_trim, hence ctypes.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _compact_strings(strings: Iterable[str]) -> list[str]:
+    """Fresh copies of ``strings`` allocated together. Keys read from a file were allocated
+    between millions of temporary strings; copying them lets those memory pools be freed
+    (about 15 bytes per triple less resident memory on a 5M-triple graph)."""
+    strings = list(strings)
+    if not strings or any("\x00" in s for s in strings):
+        return strings
+    return "\x00".join(strings).split("\x00")
 
 
 def _drop_duplicates(triples: np.ndarray) -> tuple[np.ndarray, int]:
