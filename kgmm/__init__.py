@@ -8,7 +8,7 @@ from kgmm.errors import (
     KGMMError,
     UnknownEntityError,
 )
-from kgmm.graph import Entity, KnowledgeGraph, Mention, Neighborhood
+from kgmm.graph import Entity, EntityLinker, KnowledgeGraph, Mention, Neighborhood
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Entity",
+    "EntityLinker",
     "GraphFormatError",
     "KGMMError",
     "KnowledgeGraph",

@@ -2,5 +2,6 @@
 
 from kgmm.graph.entity import Entity, EntityRecord, Mention
 from kgmm.graph.knowledge_graph import KnowledgeGraph, Neighborhood
+from kgmm.graph.linker import EntityLinker
 
-__all__ = ["Entity", "EntityRecord", "KnowledgeGraph", "Mention", "Neighborhood"]
+__all__ = ["Entity", "EntityLinker", "EntityRecord", "KnowledgeGraph", "Mention", "Neighborhood"]
