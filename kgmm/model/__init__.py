@@ -1,0 +1,7 @@
+"""The fused model: config, model, output."""
+
+from kgmm.model.config import EntityEmbeddingConfig, FusedConfig, LinkingConfig
+from kgmm.model.fused_model import FusedModel
+from kgmm.model.output import ModelOutput
+
+__all__ = ["EntityEmbeddingConfig", "FusedConfig", "FusedModel", "LinkingConfig", "ModelOutput"]
