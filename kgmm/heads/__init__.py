@@ -1,0 +1,51 @@
+"""Task heads: each turns a :class:`kgmm.fusion.FusionOutput` into task scores and a loss."""
+
+from __future__ import annotations
+
+from kgmm.errors import ConfigError
+from kgmm.heads.base import Head, HeadOutput
+from kgmm.heads.classification import ClassificationHead
+from kgmm.heads.question_answering import MultipleChoiceHead, QuestionAnsweringHead
+from kgmm.heads.recommendation import RecommendationHead
+from kgmm.heads.target_tokenizer import train_target_tokenizer
+from kgmm.heads.translation import TranslationHead
+
+HEAD_CLASSES: dict[str, type[Head]] = {
+    cls.__name__: cls
+    for cls in (
+        ClassificationHead,
+        QuestionAnsweringHead,
+        MultipleChoiceHead,
+        TranslationHead,
+        RecommendationHead,
+    )
+}
+
+
+def head_config(head: Head) -> dict:
+    """``{"type": class name, **head.config_dict()}``: JSON that :func:`build_head` reads."""
+    return {"type": type(head).__name__, **head.config_dict()}
+
+
+def build_head(config: dict) -> Head:
+    """Rebuild a head (fresh weights) from :func:`head_config`."""
+    settings = dict(config)
+    name = settings.pop("type", None)
+    if name not in HEAD_CLASSES:
+        raise ConfigError(f"unknown head type {name!r}; expected one of {sorted(HEAD_CLASSES)}")
+    return HEAD_CLASSES[name].from_config_dict(settings)
+
+
+__all__ = [
+    "HEAD_CLASSES",
+    "ClassificationHead",
+    "Head",
+    "HeadOutput",
+    "MultipleChoiceHead",
+    "QuestionAnsweringHead",
+    "RecommendationHead",
+    "TranslationHead",
+    "build_head",
+    "head_config",
+    "train_target_tokenizer",
+]
