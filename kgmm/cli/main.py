@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kgmm.cli import graph_commands
+from kgmm.cli import demo_command, graph_commands, train_command
 from kgmm.errors import KGMMError
 
 EXIT_BAD_INPUT = 2
@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     graph_commands.register(commands)
+    demo_command.register(commands)
+    train_command.register(commands)
     return parser
 
 

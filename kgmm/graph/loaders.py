@@ -111,7 +111,7 @@ def _lines(path: Path, progress: bool = False) -> Iterator[tuple[int, str]]:
         raise GraphFormatError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise GraphFormatError(f"{path}: is a folder, expected a graph file") from None
-    bar = _progress_bar(path) if progress else None
+    bar = _progress_bar(path) if progress and path.stat().st_size > PROGRESS_MIN_BYTES else None
     with handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -131,6 +131,7 @@ def _lines(path: Path, progress: bool = False) -> Iterator[tuple[int, str]]:
 
 
 PROGRESS_EVERY = 100_000
+PROGRESS_MIN_BYTES = 16 * 2**20
 
 
 def _progress_bar(path: Path):

@@ -145,8 +145,9 @@ class FusedModel(nn.Module):
             )
         return self._linker
 
-    def collator(self, task: str) -> Collator:
-        """The :class:`Collator` that turns ``task``'s sample dicts into batches."""
+    def collator(self, task: str, targets: bool = True) -> Collator:
+        """The :class:`Collator` that turns ``task``'s sample dicts into batches; with
+        ``targets=False`` it collates only what prediction needs (no labels)."""
         head = self._head(task)
         knowledge = self.fusion.config.knowledge != "off" and self.entity_table is not None
         return Collator(
@@ -155,7 +156,7 @@ class FusedModel(nn.Module):
             linker=self.linker if knowledge else None,
             hops=self.config.linking.hops,
             max_entities=self.config.linking.max_entities,
-            targets=head.collate_targets,
+            targets=head.collate_targets if targets else head.collate_inputs,
             expand=getattr(head, "expand_samples", None),
             link=knowledge,
         )
@@ -173,8 +174,7 @@ class FusedModel(nn.Module):
         """Raw sample dicts in (texts, image paths or PIL images, audio paths or waveforms),
         Python results out (labels, answers, sentences, items)."""
         head = self._head(task)
-        collate = self.collator(task)
-        collate.targets = head.collate_inputs
+        collate = self.collator(task, targets=False)
         was_training = self.training
         self.eval()
         results: list[Any] = []
