@@ -28,6 +28,9 @@ _LAZY = {
     "FusedModel": "kgmm.model",
     "ModelOutput": "kgmm.model",
     "Collator": "kgmm.data",
+    "Trainer": "kgmm.training",
+    "TrainingArguments": "kgmm.training",
+    "TrainerCallback": "kgmm.training",
     "read_manifest": "kgmm.data",
 }
 

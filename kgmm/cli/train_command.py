@@ -28,7 +28,10 @@ def run_train(args: argparse.Namespace) -> int:
     from kgmm.training import trainer_from_config
 
     overrides = {"resume_from_checkpoint": True} if args.resume else {}
-    result = trainer_from_config(args.config, **overrides).train()
+    trainer = trainer_from_config(args.config, **overrides)
+    result = trainer.train()
+    if not trainer.distributed.is_main:
+        return 0
     summary = {
         "step": result.step,
         "training_loss": result.training_loss,

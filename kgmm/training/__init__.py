@@ -1,0 +1,22 @@
+"""Multi-task training: ``Trainer``, ``TrainingArguments``, callbacks, checkpoints."""
+
+from kgmm.training.arguments import TrainingArguments
+from kgmm.training.callbacks import TrainerCallback
+from kgmm.training.checkpoint import latest_checkpoint
+from kgmm.training.evaluation import evaluate_task
+from kgmm.training.optimization import LearningRateSchedule
+from kgmm.training.run_config import trainer_from_config
+from kgmm.training.task_sampler import TaskSampler
+from kgmm.training.trainer import Trainer, TrainResult
+
+__all__ = [
+    "LearningRateSchedule",
+    "TaskSampler",
+    "TrainResult",
+    "Trainer",
+    "TrainerCallback",
+    "TrainingArguments",
+    "evaluate_task",
+    "latest_checkpoint",
+    "trainer_from_config",
+]
