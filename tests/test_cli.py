@@ -78,3 +78,17 @@ def test_graph_embed_writes_safetensors_and_metrics(tmp_path, capsys):
     assert (out / "embeddings.safetensors").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 < metrics["test"]["mrr"] <= 1.0
+
+
+def test_demo_questions_split_by_entity_and_demo_runs(tmp_path, capsys):
+    from kgmm import KnowledgeGraph
+    from kgmm.cli.demo import entity_type_questions
+
+    kg = KnowledgeGraph.load(TINY)
+    train, test, labels = entity_type_questions(kg, seed=0)
+    assert not {s["text"] for s in train} & {s["text"] for s in test}
+    assert len(train) + len(test) == kg.num_entities and set(labels) >= {"Disease", "Drug"}
+    assert main(["demo", "--graph", str(TINY), "--steps", "3", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "demo_results.json").read_text())
+    assert set(results["test_accuracy"]) == {"on", "off", "random"}
+    assert (tmp_path / "model.safetensors").exists()

@@ -273,6 +273,23 @@ def test_random_knowledge_replaces_ids_reproducibly():
     assert not torch.equal(first.entity_ids, other.entity_ids)
 
 
+def test_random_knowledge_also_redraws_the_relations_neighbours_were_reached_by():
+    fusion = make_fusion()
+    open_gates(fusion)
+    randomised = with_knowledge(fusion, "random").eval()
+    inputs = make_inputs()
+    other = dict(inputs)
+    relations = inputs["entity_relations"]
+    other["entity_relations"] = torch.where(relations > 0, (relations % 6) + 1, relations)
+    assert not torch.equal(other["entity_relations"], relations)
+    first = randomised(**inputs, generator=torch.Generator().manual_seed(3))
+    second = randomised(**other, generator=torch.Generator().manual_seed(3))
+    # only "seed or not" of the given relations survives randomisation
+    assert torch.equal(first.tokens, second.tokens)
+    fusion.eval()
+    assert not torch.equal(fusion(**inputs).tokens, fusion(**other).tokens)
+
+
 def test_gradients_reach_gate_retrieval_projection_and_entity_table():
     fusion = make_fusion()
     inputs = make_inputs()

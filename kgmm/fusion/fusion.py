@@ -198,11 +198,18 @@ class KnowledgeFusion(nn.Module):
             return EntitySet.empty(batch, device)
         entities = EntitySet.concat(parts)
         if self.config.knowledge == "random":
-            entities.ids = self._random_ids(entities.ids, entity_table.shape[0], generator)
+            entities.ids = self._draw(entities.ids, 0, entity_table.shape[0], generator)
+            if self.config.num_relations:
+                # The relation a neighbour was reached by is graph content too: redraw it
+                # (seeds keep 0), or a random set would still say e.g. "has a treats edge".
+                slots = 2 * self.config.num_relations + 1
+                drawn = self._draw(entities.relations, 1, slots, generator)
+                entities.relations = torch.where(entities.relations > 0, drawn, 0)
         return entities
 
     @staticmethod
-    def _random_ids(ids: Tensor, num_entities: int, generator: torch.Generator | None) -> Tensor:
-        device = generator.device if generator is not None else ids.device
-        drawn = torch.randint(num_entities, ids.shape, generator=generator, device=device)
-        return drawn.to(ids.device)
+    def _draw(like: Tensor, low: int, high: int, generator: torch.Generator | None) -> Tensor:
+        """Uniform integers in ``[low, high)`` of ``like``'s shape, from ``generator``."""
+        device = generator.device if generator is not None else like.device
+        drawn = torch.randint(low, high, like.shape, generator=generator, device=device)
+        return drawn.to(like.device)
