@@ -49,7 +49,9 @@ def time_step(model, batch, bf16: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="results/fused_model_speed.json")
@@ -83,23 +85,43 @@ def main() -> None:
                 model.set_knowledge(mode)
                 times[mode].append(time_step(model, batches[mode], bf16))
         off, on = statistics.median(times["off"]), statistics.median(times["on"])
-        rows.append({"precision": "bf16" if bf16 else "fp32", "text_only_ms": off * 1e3,
-                     "text_kg_ms": on * 1e3, "ratio": on / off})
+        rows.append(
+            {
+                "precision": "bf16" if bf16 else "fp32",
+                "text_only_ms": off * 1e3,
+                "text_kg_ms": on * 1e3,
+                "ratio": on / off,
+            }
+        )
 
     latency = single_sample_latency(kg, args.repeats)
-    print(f"batch {args.batch_size}, {tokens:.0f} tokens and {entities:.0f} entities per sample "
-          f"on average, MiniLM + 1 fusion layer (d_model 384), forward+backward, median of "
-          f"{args.repeats}")
+    print(
+        f"batch {args.batch_size}, {tokens:.0f} tokens and {entities:.0f} entities per sample "
+        f"on average, MiniLM + 1 fusion layer (d_model 384), forward+backward, median of "
+        f"{args.repeats}"
+    )
     print(f"{'precision':<10} {'text only ms':>13} {'text+KG ms':>11} {'ratio':>7}")
     for row in rows:
-        print(f"{row['precision']:<10} {row['text_only_ms']:>13.1f} {row['text_kg_ms']:>11.1f} "
-              f"{row['ratio']:>7.3f}")
-    print(f"one text+image+audio sample, forward (eval, fp32): median {latency['median_ms']:.1f} ms, "
-          f"p90 {latency['p90_ms']:.1f} ms (collate {latency['collate_ms']:.1f} ms)")
-    result = {"rows": rows, "entities_per_sample": entities, "tokens_per_sample": tokens,
-              "single_sample": latency, "batch_size": args.batch_size, "repeats": args.repeats,
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "cpus": os.cpu_count(), "python": platform.python_version()}
+        print(
+            f"{row['precision']:<10} {row['text_only_ms']:>13.1f} {row['text_kg_ms']:>11.1f} "
+            f"{row['ratio']:>7.3f}"
+        )
+    print(
+        f"one text+image+audio sample, forward (eval, fp32): median {latency['median_ms']:.1f} ms, "
+        f"p90 {latency['p90_ms']:.1f} ms (collate {latency['collate_ms']:.1f} ms)"
+    )
+    result = {
+        "rows": rows,
+        "entities_per_sample": entities,
+        "tokens_per_sample": tokens,
+        "single_sample": latency,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
@@ -117,8 +139,11 @@ def single_sample_latency(kg, repeats: int) -> dict:
     )
     model = kgmm.FusedModel(config, kg=kg).eval()
     rng = np.random.default_rng(0)
-    sample = {"text": SENTENCES[0], "image": rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
-              "audio": (rng.standard_normal(32000).astype(np.float32) * 0.1, 16000)}
+    sample = {
+        "text": SENTENCES[0],
+        "image": rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+        "audio": (rng.standard_normal(32000).astype(np.float32) * 0.1, 16000),
+    }
     collate = model.collator("t", targets=False)
     start = time.perf_counter()
     batch = collate([sample])
@@ -130,8 +155,11 @@ def single_sample_latency(kg, repeats: int) -> dict:
             model(task="t", **batch)
             if i >= 3:
                 times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)),
-            "collate_ms": collate_ms}
+    return {
+        "median_ms": statistics.median(times),
+        "p90_ms": float(np.percentile(times, 90)),
+        "collate_ms": collate_ms,
+    }
 
 
 if __name__ == "__main__":

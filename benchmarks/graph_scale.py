@@ -47,7 +47,9 @@ def generate(path: Path, entities: int, triples: int, relations: int, seed: int)
             tails = rng.integers(0, entities, size=n)
             rels = rng.integers(0, relations, size=n)
             out.write(
-                "".join(f"entity_{h}\trelation_{r}\tentity_{t}\n" for h, r, t in zip(heads, rels, tails))
+                "".join(
+                    f"entity_{h}\trelation_{r}\tentity_{t}\n" for h, r, t in zip(heads, rels, tails)
+                )
             )
 
 
@@ -62,7 +64,9 @@ def measure_kgmm(path: Path, queries: int, seed: int) -> dict:
     gc.collect()
     after = resident_bytes()
     rng = np.random.default_rng(seed)
-    seeds = [rng.integers(0, kg.num_entities, size=rng.integers(1, 4)).tolist() for _ in range(queries)]
+    seeds = [
+        rng.integers(0, kg.num_entities, size=rng.integers(1, 4)).tolist() for _ in range(queries)
+    ]
     latencies = []
     for seed_ids in seeds:
         t0 = time.perf_counter()
@@ -114,7 +118,9 @@ def run_child(kind: str, path: Path, queries: int, seed: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--entities", type=int, default=1_000_000)
     parser.add_argument("--triples", type=int, default=5_000_000)
     parser.add_argument("--relations", type=int, default=50)
@@ -126,8 +132,10 @@ def main() -> None:
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = measure_kgmm(Path(args.file), args.queries, args.seed) if args.child == "kgmm" else (
-            measure_networkx(Path(args.file))
+        result = (
+            measure_kgmm(Path(args.file), args.queries, args.seed)
+            if args.child == "kgmm"
+            else (measure_networkx(Path(args.file)))
         )
         print(json.dumps(result))
         return
@@ -143,20 +151,31 @@ def main() -> None:
         file_bytes = path.stat().st_size
 
     k = results["kgmm"]
-    print(f"graph: {k['entities']:,} entities, {k['triples']:,} triples, TSV {file_bytes / 1e6:.0f} MB "
-          f"(generated in {generate_seconds:.0f} s)")
+    print(
+        f"graph: {k['entities']:,} entities, {k['triples']:,} triples, "
+        f"TSV {file_bytes / 1e6:.0f} MB (generated in {generate_seconds:.0f} s)"
+    )
     print(f"{'loader':<10} {'load s':>8} {'resident MB':>12} {'bytes/triple':>13}")
     for name, row in results.items():
-        print(f"{name:<10} {row['load_seconds']:>8.1f} {row['resident_bytes'] / 1e6:>12.0f} "
-              f"{row['bytes_per_triple']:>13.1f}")
+        print(
+            f"{name:<10} {row['load_seconds']:>8.1f} {row['resident_bytes'] / 1e6:>12.0f} "
+            f"{row['bytes_per_triple']:>13.1f}"
+        )
     if "networkx" in results:
         ratio = results["networkx"]["bytes_per_triple"] / k["bytes_per_triple"]
         print(f"networkx / kgmm memory ratio: {ratio:.1f}x")
         results["memory_ratio_networkx_over_kgmm"] = ratio
-    print(f"neighbors(hops=2, max_entities=64) over {k['neighbors_queries']} random seed sets: "
-          f"p50 {k['neighbors_p50_ms']:.3f} ms, p99 {k['neighbors_p99_ms']:.3f} ms")
-    results["config"] = {**vars(args), "file_bytes": file_bytes, "generate_seconds": generate_seconds,
-                         "python": platform.python_version(), "cpus": os.cpu_count()}
+    print(
+        f"neighbors(hops=2, max_entities=64) over {k['neighbors_queries']} random seed sets: "
+        f"p50 {k['neighbors_p50_ms']:.3f} ms, p99 {k['neighbors_p99_ms']:.3f} ms"
+    )
+    results["config"] = {
+        **vars(args),
+        "file_bytes": file_bytes,
+        "generate_seconds": generate_seconds,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
     results["config"].pop("child"), results["config"].pop("file")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
