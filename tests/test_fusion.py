@@ -18,15 +18,6 @@ NUM_ENTITIES = 20
 ENTITY_DIM = 8
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids waiting on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_fusion(**overrides) -> KnowledgeFusion:
     torch.manual_seed(0)
     settings = dict(

@@ -313,3 +313,16 @@ def test_stats_counts(graph):
     assert stats["entities"] == 7 and stats["triples"] == 6 and stats["relations"] == 4
     assert stats["top_relations"]["has_symptom"] == 3
     assert stats["isolated_entities"] == 0
+
+
+@pytest.mark.data
+def test_umls_and_nations_splits_load_with_published_sizes():
+    from conftest import shared_dataset
+
+    folder = shared_dataset("kg_umls_nations")
+    expected = {"umls": (135, 46, 5216, 652, 661), "nations": (14, 55, 1592, 199, 201)}
+    for name, (entities, relations, train, valid, test) in expected.items():
+        files = [folder / name / f"{split}.txt" for split in ("train", "valid", "test")]
+        kg, (valid_ids, test_ids) = KnowledgeGraph.load_splits(*files)
+        assert (kg.num_entities, kg.num_relations, kg.num_triples) == (entities, relations, train)
+        assert (len(valid_ids), len(test_ids)) == (valid, test)

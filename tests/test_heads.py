@@ -29,15 +29,6 @@ from kgmm.heads.translation import sinusoidal_positions
 D = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_fused(
     tokens: torch.Tensor,
     mask: torch.Tensor | None = None,

@@ -14,15 +14,6 @@ from kgmm.graph.knowledge_graph import KnowledgeGraph
 MODELS = ["transe", "distmult", "complex", "rotate"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors train far faster on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def toy_graph() -> KnowledgeGraph:
     """Four groups of five items, each group in one of two categories."""
@@ -48,8 +39,9 @@ def test_each_model_learns_the_toy_graph(toy_graph, model):
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("reciprocal", [False, True])
 def test_one_to_n_scores_match_single_triple_scores(model, reciprocal):
-    scorer = build_model(model, 7, 3, 8, reciprocal=reciprocal, gamma=2.0,
-                         generator=torch.Generator().manual_seed(1))
+    scorer = build_model(
+        model, 7, 3, 8, reciprocal=reciprocal, gamma=2.0, generator=torch.Generator().manual_seed(1)
+    )
     h, r, t = torch.tensor([0, 3, 6]), torch.tensor([0, 2, 1]), torch.tensor([5, 3, 1])
     all_tails = scorer.score_all_tails(h, r)
     all_heads = scorer.score_all_heads(r, t)
@@ -151,8 +143,9 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
 
 def test_same_seed_gives_identical_embeddings(toy_graph):
     def run(seed: int) -> torch.Tensor:
-        return train_kg_embeddings(toy_graph, "rotate", dim=16, epochs=3, seed=seed,
-                                   progress=False).vectors
+        return train_kg_embeddings(
+            toy_graph, "rotate", dim=16, epochs=3, seed=seed, progress=False
+        ).vectors
 
     assert torch.equal(run(0), run(0))
     assert not torch.equal(run(0), run(1))
@@ -160,8 +153,16 @@ def test_same_seed_gives_identical_embeddings(toy_graph):
 
 def test_valid_split_selects_the_best_epoch_and_logs(tmp_path, toy_graph):
     log = tmp_path / "log.jsonl"
-    emb = train_kg_embeddings(toy_graph, "distmult", dim=16, epochs=4, eval_every=2,
-                              valid=toy_graph.triples[:5], log_file=log, progress=False)
+    emb = train_kg_embeddings(
+        toy_graph,
+        "distmult",
+        dim=16,
+        epochs=4,
+        eval_every=2,
+        valid=toy_graph.triples[:5],
+        log_file=log,
+        progress=False,
+    )
     assert [r["epoch"] for r in emb.history] == [1, 2, 3, 4]
     assert "valid_mrr" in emb.history[1] and "valid_mrr" not in emb.history[0]
     assert len(log.read_text().splitlines()) == 4
@@ -178,14 +179,36 @@ def test_configuration_errors_say_what_is_allowed(toy_graph):
 
 def test_from_text_puts_synonyms_close_together():
     kg = KnowledgeGraph.from_triples(
-        [("influenza", "related_to", "flu virus infection"),
-         ("broken leg", "related_to", "influenza")]
+        [
+            ("influenza", "related_to", "flu virus infection"),
+            ("broken leg", "related_to", "influenza"),
+        ]
     )
     emb = EntityEmbeddings.from_text(kg)
     assert emb.vectors.shape == (3, 384) and emb.model_name == "text"
     torch.testing.assert_close(emb.vectors.norm(dim=1), torch.ones(3))
-    flu, infection, leg = (emb.vectors[kg.entity_id(n)] for n in
-                           ("influenza", "flu virus infection", "broken leg"))
+    flu, infection, leg = (
+        emb.vectors[kg.entity_id(n)] for n in ("influenza", "flu virus infection", "broken leg")
+    )
     assert flu @ infection > flu @ leg
     with pytest.raises(ConfigError, match="cannot score triples"):
         emb.evaluate([("influenza", "related_to", "flu virus infection")])
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(
+    ("dataset", "model", "published_mrr", "published_hits10"),
+    [("umls", "complex", 0.940, 0.992), ("nations", "distmult", 0.7155, 1.0)],
+)
+def test_best_model_reaches_published_numbers(dataset, model, published_mrr, published_hits10):
+    """Within 0.03 of the best published MRR and Hits@10 (PROVENANCE.md), default settings."""
+    from conftest import shared_dataset
+
+    folder = shared_dataset("kg_umls_nations") / dataset
+    kg, (valid, test) = KnowledgeGraph.load_splits(
+        folder / "train.txt", folder / "valid.txt", folder / "test.txt"
+    )
+    embeddings = train_kg_embeddings(kg, model=model, valid=valid, seed=0, progress=False)
+    metrics = embeddings.evaluate(test, filtered=True, also_known=valid)
+    assert metrics["mrr"] >= published_mrr - 0.03
+    assert metrics["hits@10"] >= published_hits10 - 0.03

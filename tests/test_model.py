@@ -30,14 +30,6 @@ TINY_AUDIO = {"kind": "spectrogram", "n_mels": 16, "d_model": 32, "num_layers": 
 LABELS = ["viral", "bacterial"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def kg() -> KnowledgeGraph:
     return KnowledgeGraph.from_triples(

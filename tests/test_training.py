@@ -37,14 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "training_run.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def arguments(tmp_path: Path, **fields) -> TrainingArguments:
     defaults = {
         "output_dir": str(tmp_path / "run"),

@@ -1,0 +1,31 @@
+"""Shared test settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, two threads waiting on each other
+    made small-model tests up to 25x slower, and one thread keeps results reproducible."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """``../shared/datasets/<name>`` (or ``$KGMM_DATA_DIR/<name>``); skip the test when absent."""
+    root = Path(os.environ.get("KGMM_DATA_DIR", SHARED_DATASETS))
+    folder = root / name
+    if not folder.is_dir():
+        pytest.skip(f"dataset folder {folder} is absent (set KGMM_DATA_DIR to the datasets folder)")
+    return folder
