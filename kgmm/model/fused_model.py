@@ -16,7 +16,8 @@ from kgmm.fusion import KnowledgeFusion
 from kgmm.graph import KnowledgeGraph
 from kgmm.graph.embeddings import EntityEmbeddings
 from kgmm.graph.linker import EntityLinker
-from kgmm.model.builders import build_encoder, build_head, head_spec
+from kgmm.heads import head_config
+from kgmm.model.builders import build_encoder, build_head
 from kgmm.model.config import FusedConfig
 from kgmm.model.output import ModelOutput
 
@@ -194,7 +195,7 @@ class FusedModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
-        config["heads"] = {task: head_spec(head) for task, head in self.heads.items()}
+        config["heads"] = {task: head_config(head) for task, head in self.heads.items()}
         if "text" in self.encoders:
             self.encoders["text"].save_architecture(directory / TEXT_FOLDER)
         (directory / CONFIG_FILE).write_text(
