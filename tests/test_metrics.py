@@ -22,7 +22,6 @@ from kgmm.metrics import (
     confidence_interval,
     f1_at_threshold,
     format_table,
-    link_prediction_metrics,
     macro_f1,
     multilabel_f1,
     tokenized_bleu,
@@ -233,17 +232,6 @@ def test_topk_metrics_errors_name_the_problem():
 
 
 # --- link prediction -------------------------------------------------------------------------
-
-
-def test_link_prediction_metrics_hand():
-    # reciprocal ranks 1, 1/2, 1/4, 1/10, 1/20 -> mean 1.9 / 5 = 0.38
-    result = link_prediction_metrics(np.array([1, 2, 4, 10, 20]))
-    assert result == pytest.approx({"mrr": 0.38, "hits@1": 0.2, "hits@3": 0.4, "hits@10": 0.8})
-
-
-def test_link_prediction_metrics_rejects_zero_based_ranks():
-    with pytest.raises(DataError, match="1-based"):
-        link_prediction_metrics([0, 1, 2])
 
 
 # --- translation -----------------------------------------------------------------------------

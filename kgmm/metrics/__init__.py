@@ -7,7 +7,7 @@ from kgmm.metrics.classification import (
     macro_f1,
     multilabel_f1,
 )
-from kgmm.metrics.ranking import auc, f1_at_threshold, link_prediction_metrics, topk_metrics
+from kgmm.metrics.ranking import auc, f1_at_threshold, topk_metrics
 from kgmm.metrics.report import format_table
 from kgmm.metrics.translation import TranslationScore, bleu, chrf, tokenized_bleu
 
@@ -21,7 +21,6 @@ __all__ = [
     "confidence_interval",
     "f1_at_threshold",
     "format_table",
-    "link_prediction_metrics",
     "macro_f1",
     "multilabel_f1",
     "tokenized_bleu",

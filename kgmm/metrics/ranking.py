@@ -137,20 +137,3 @@ def topk_metrics(
     if evaluated_users == 0:
         raise DataError("no user has a test item; topk_metrics needs at least one")
     return {name: float(total / evaluated_users) for name, total in totals.items()}
-
-
-def link_prediction_metrics(
-    ranks: Sequence[int] | np.ndarray, ks: Sequence[int] = (1, 3, 10)
-) -> dict[str, float]:
-    """MRR and Hits@K from the 1-based ranks of the true entities (filtered or raw)."""
-    ranks = np.asarray(ranks, dtype=np.float64).ravel()
-    if ranks.size == 0:
-        raise DataError("no ranks given; there is nothing to score")
-    if np.isnan(ranks).any():
-        raise DataError("ranks contain NaN; pass the 1-based rank of every true entity")
-    if (ranks < 1).any():
-        raise DataError(f"ranks are 1-based; got a smallest rank of {ranks.min()}")
-    metrics = {"mrr": float(np.mean(1.0 / ranks))}
-    for k in ks:
-        metrics[f"hits@{k}"] = float(np.mean(ranks <= k))
-    return metrics
