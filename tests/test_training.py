@@ -396,3 +396,22 @@ def test_kgmm_train_and_evaluate_from_yaml(tmp_path, capsys):
     assert main(["evaluate", str(checkpoint), "--data", str(tmp_path / "dev.jsonl"),
                  "--task", "qa"]) == 2  # fmt: skip
     assert "unknown task 'qa'" in capsys.readouterr().err
+
+
+def test_learning_rate_patterns_give_parameters_their_own_rate():
+    from kgmm.training.optimization import build_optimizer
+
+    model = build_model()
+    args = TrainingArguments(
+        learning_rate=1e-4, learning_rates={"*cross_attn_gate*": 5e-2, "heads.*": 1e-3}
+    )
+    optimizer = build_optimizer(model, args)
+    rate_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    gate = next(n for n in named if "cross_attn_gate" in n)
+    head = next(n for n in named if n.startswith("heads."))
+    other = next(n for n in named if n.startswith("fusion.input_proj"))
+    assert rate_of[id(named[gate])] == 5e-2
+    assert rate_of[id(named[head])] == 1e-3
+    assert rate_of[id(named[other])] == 1e-4
+    assert len(rate_of) == sum(p.requires_grad for p in model.parameters())

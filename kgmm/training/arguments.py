@@ -34,6 +34,11 @@ class TrainingArguments:
     power ``1 / sampling_temperature``; large temperatures approach uniform) or
     ``round_robin``. ``task_weights`` multiplies each task's loss (default 1).
 
+    Learning rates: ``learning_rate`` for every parameter, except those whose name matches a
+    glob pattern of ``learning_rates`` (the first matching pattern wins), e.g.
+    ``{"*cross_attn_gate*": 5e-2, "heads.*": 1e-3}``: the knowledge gates start at 0 and open
+    faster with a larger rate; a fresh head often wants more than a pretrained encoder.
+
     Selection: ``metric_for_best_model`` names an evaluation metric ``"task/metric"``
     (e.g. ``"intent/accuracy"``); the best model is saved to ``output_dir/best`` and
     ``early_stopping_patience`` evaluations without improvement stop training.
@@ -50,6 +55,7 @@ class TrainingArguments:
     eval_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     learning_rate: float = 5e-5
+    learning_rates: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
     warmup_steps: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass
 
@@ -38,17 +39,26 @@ class LearningRateSchedule:
 
 def build_optimizer(model: nn.Module, args: TrainingArguments) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; tensors of fewer than 2 dimensions (biases,
-    norm weights, gates) get no weight decay. Uses the fused kernel (CPU and CUDA)."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
+    norm weights, gates) get no weight decay; ``args.learning_rates`` patterns set their own
+    rate. Uses the fused kernel (CPU and CUDA)."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    groups = [
-        {"params": params, "weight_decay": weight_decay}
-        for params, weight_decay in ((decay, args.weight_decay), (no_decay, 0.0))
-        if params
-    ]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, fused=True)
+            weight_decay = args.weight_decay if parameter.ndim >= 2 else 0.0
+            groups.setdefault((learning_rate_of(name, args), weight_decay), []).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
+        lr=args.learning_rate,
+        fused=True,
+    )
+
+
+def learning_rate_of(name: str, args: TrainingArguments) -> float:
+    """The rate of parameter ``name``: the first matching ``learning_rates`` pattern's."""
+    for pattern, rate in args.learning_rates.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return rate
+    return args.learning_rate
 
 
 def build_scheduler(
