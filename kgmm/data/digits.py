@@ -75,9 +75,7 @@ def load_digit_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                     continue
                 values = _row_integers(row, width, path, number)
                 if any(not 0 <= v <= PIXEL_MAX for v in values[:-1]):
-                    raise DataError(
-                        f"{path}:{number}: pixel values must be integers 0-{PIXEL_MAX}"
-                    )
+                    raise DataError(f"{path}:{number}: pixel values must be integers 0-{PIXEL_MAX}")
                 pixels.append(values[:-1])
                 labels.append(values[-1])
     except (OSError, EOFError, UnicodeDecodeError) as error:
@@ -95,10 +93,6 @@ def _row_integers(row: list[str], width: int, path: Path, number: int) -> list[i
             f"({width - 1} pixels and a label), got {len(row)}"
         )
     try:
-        return [int(float(value)) if float(value).is_integer() else _not_int(value) for value in row]
+        return [int(value) for value in row]
     except ValueError:
         raise DataError(f"{path}:{number}: expected integers, got {','.join(row)[:60]!r}") from None
-
-
-def _not_int(value: str) -> int:
-    raise ValueError(value)
