@@ -88,7 +88,7 @@ IMAGE_ENCODER = {"backbone": "resnet18", "image_size": 32, "random_init": True}
 AUDIO_ENCODER = {"kind": "spectrogram", "sample_rate": 8000, "n_mels": 40, "d_model": 128}
 TEXT_ENCODER = {"freeze": True, "max_length": 32}
 QUICK_TRAIN, QUICK_TEST = 400, 100
-QUICK_EPOCHS, FULL_EPOCHS = 1, 2
+QUICK_EPOCHS, FULL_EPOCHS = 1, 4
 QUICK_RECOGNITION_EPOCHS, FULL_RECOGNITION_EPOCHS = 8, 10
 PUBLISHED = {
     "spoken_digit_accuracy": (0.97, "sound-mnist MFCC+CNN, informal, older 3-speaker FSDD"),

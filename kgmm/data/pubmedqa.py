@@ -26,7 +26,8 @@ def load_pubmedqa(folder: str | Path) -> tuple[list[dict], list[dict]]:
         raise DataError(f"{folder}: PubMedQA folder not found (it needs {QUESTIONS_FILE})")
     questions = _read_object(folder / QUESTIONS_FILE)
     truth = _read_object(folder / TEST_FILE)
-    samples = {pmid: _sample(folder / QUESTIONS_FILE, pmid, entry) for pmid, entry in questions.items()}
+    path = folder / QUESTIONS_FILE
+    samples = {pmid: _sample(path, pmid, entry) for pmid, entry in questions.items()}
     test = []
     for pmid, answer in truth.items():
         if pmid not in samples:
