@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -31,6 +28,7 @@ import kgmm
 from kgmm.data.intents import few_shot, load_intent_csv, stratified_split
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import accuracy, confidence_interval, format_table, macro_f1
+from kgmm.training import run_environment
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "banking77"
@@ -197,27 +195,6 @@ def linked_fraction(kg: kgmm.KnowledgeGraph, samples: list[dict]) -> float:
     return sum(bool(linker.link(s["text"])) for s in samples) / len(samples)
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def hardware() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
 def setting_name(args: argparse.Namespace) -> str:
     if args.quick:
         return f"quick ({QUICK_INTENTS} intents, {QUICK_TRAIN}-shot)"
@@ -281,8 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "wall_seconds": time.perf_counter() - started,
-        "hardware": hardware(),
-        "git_commit": git_commit(),
+        **run_environment(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

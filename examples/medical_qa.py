@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -35,6 +32,7 @@ from kgmm.data.pubmedqa import load_pubmedqa
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import accuracy, confidence_interval, format_table, macro_f1
 from kgmm.resources import bundled_graph_path
+from kgmm.training import run_environment
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TASK = "qa"
@@ -253,19 +251,6 @@ def run_one(
     }
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -314,13 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "seed": args.seed,
         "seconds": time.perf_counter() - started,
-        "hardware": {
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "git_commit": git_commit(),
+        **run_environment(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -47,9 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -63,6 +61,7 @@ import kgmm
 from kgmm.data.digits import load_digit_images, load_fsdd
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import confidence_interval, format_table
+from kgmm.training import run_environment
 
 NAME = "spoken_written_digits"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -386,13 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
         "recognition_epochs": recognition_epochs,
         "seed": args.seed,
         "seconds": time.perf_counter() - started,
-        "hardware": {
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available(),
-        },
-        "git_commit": git_commit(),
+        **run_environment(),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -402,20 +395,6 @@ def main(argv: list[str] | None = None) -> dict:
         f"results in {out / 'results.json'}"
     )
     return summary
-
-
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

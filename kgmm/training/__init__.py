@@ -6,6 +6,7 @@ from kgmm.training.checkpoint import latest_checkpoint
 from kgmm.training.evaluation import evaluate_task
 from kgmm.training.optimization import LearningRateSchedule
 from kgmm.training.run_config import trainer_from_config
+from kgmm.training.run_environment import run_environment
 from kgmm.training.task_sampler import TaskSampler
 from kgmm.training.trainer import Trainer, TrainResult
 
@@ -18,5 +19,6 @@ __all__ = [
     "TrainingArguments",
     "evaluate_task",
     "latest_checkpoint",
+    "run_environment",
     "trainer_from_config",
 ]
