@@ -6,7 +6,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,16 +64,24 @@ class TrainResult:
 
 
 class _TaskLoss(nn.Module):
-    """The model's loss on one batch of one task: the only output DDP has to follow."""
+    """The model's loss on one batch of one task, plus the callbacks' extra terms: the only
+    output DDP has to follow."""
 
-    def __init__(self, model: FusedModel) -> None:
+    def __init__(self, trainer: Trainer) -> None:
         super().__init__()
-        self.model = model
+        self.model = trainer.model
+        self._trainer = [trainer]  # a list, so the trainer is not registered as a submodule
 
     def forward(self, task: str, batch: dict[str, Any]) -> torch.Tensor:
-        loss = self.model(task=task, **batch).loss
+        output = self.model(task=task, **batch)
+        loss = output.loss
         if loss is None:
             raise DataError(f"task {task!r}: the head returned no loss; are targets missing?")
+        trainer = self._trainer[0]
+        for callback in trainer.callbacks:
+            term = callback.extra_loss(trainer, task, batch, output)
+            if term is not None:
+                loss = loss + term
         return loss
 
 
@@ -119,6 +127,7 @@ class Trainer:
         self.log = MetricsLog(self.output_dir / METRICS_FILE, enabled=self.distributed.is_main)
         self.step = 0
         self.should_stop = False
+        self.max_grad_norm = self.args.max_grad_norm
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.tracker = (
@@ -182,8 +191,10 @@ class Trainer:
                 self.log.path.unlink()
             seed_everything(args.seed + self.distributed.rank)
         self.distributed.barrier()
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
 
-        wrapped = self.distributed.wrap(_TaskLoss(self.model), self.device)
+        wrapped = self._wrapped = self.distributed.wrap(_TaskLoss(self), self.device)
         self.model.train()
         self._started = time.perf_counter()
         self._reset_loss_window()
@@ -235,7 +246,7 @@ class Trainer:
             task: TaskStream(
                 task,
                 samples,
-                self.model.collator(task),
+                self._collator(task),
                 args.batch_size_of(task),
                 seed=args.seed,
                 rank=distributed.rank,
@@ -247,6 +258,18 @@ class Trainer:
             )
             for task, samples in self.train_data.items()
         }
+
+    def _collator(self, task: str) -> Callable[[list[dict]], dict[str, Any]]:
+        collator = self.model.collator(task)
+        for callback in self.callbacks:
+            collator = callback.wrap_collator(self, task, collator)
+        return collator
+
+    def compute_loss(self, task: str, batch: dict[str, Any]) -> torch.Tensor:
+        """The training loss of one collated ``batch`` (on the trainer's device) with the
+        callbacks' extra terms, under the run's autocast; only valid inside :meth:`train`."""
+        with autocast(self.device, self.args.bf16):
+            return self._wrapped(task, batch)
 
     def _optimizer_step(
         self, wrapped: nn.Module, streams: dict[str, TaskStream], sampler: TaskSampler
@@ -262,8 +285,7 @@ class Trainer:
             batch = move_to(streams[task].next_batch(), self.device)
             defer_sync = self.distributed.enabled and index < accumulation - 1
             with wrapped.no_sync() if defer_sync else nullcontext():
-                with autocast(self.device, args.bf16):
-                    loss = wrapped(task, batch)
+                loss = self.compute_loss(task, batch)
                 weight = args.task_weights.get(task, 1.0)
                 (loss * (weight / accumulation)).backward()
                 for callback in self.callbacks:
@@ -271,8 +293,8 @@ class Trainer:
             self._loss_sums[task] = self._loss_sums.get(task, 0.0) + loss.detach().float()
             self._loss_counts[task] = self._loss_counts.get(task, 0) + 1
         logs: dict[str, Any] = {}
-        if args.max_grad_norm is not None:
-            self._grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+        if self.max_grad_norm is not None:
+            self._grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             logs["grad_norm"] = self._grad_norm
         logs["lr"] = self._lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -302,6 +324,8 @@ class Trainer:
             record["grad_norm"] = float(self._grad_norm)
         record["seconds"] = self._seconds()
         record["fusion_gates"] = self.model.fusion.gate_values()
+        for callback in self.callbacks:
+            callback.on_log(self, record)
         self.log.write(record)
         self._reset_loss_window()
         return record
