@@ -227,6 +227,49 @@ def test_gradients_are_clipped_to_max_grad_norm(tmp_path):
     assert max(probe.norms) == pytest.approx(0.01, rel=1e-3)
 
 
+class HookProbe(TrainerCallback):
+    """Adds a constant to the loss, marks the samples its collator sees, logs a field and
+    turns the Trainer's clipping off at the start."""
+
+    def __init__(self) -> None:
+        self.seen_texts: list[str] = []
+        self.losses: list[float] = []
+
+    def wrap_collator(self, trainer, task, collator):
+        def marked(samples):
+            self.seen_texts += [s["text"] for s in samples]
+            return collator(samples)
+
+        return marked
+
+    def on_train_begin(self, trainer):
+        trainer.max_grad_norm = None
+
+    def extra_loss(self, trainer, task, batch, output):
+        return output.loss.new_tensor(10.0)
+
+    def on_backward(self, trainer, task, batch, loss):
+        self.losses.append(float(loss))
+
+    def on_log(self, trainer, record):
+        record["probe"] = len(self.seen_texts)
+
+
+def test_callback_hooks_wrap_collator_add_loss_terms_and_log_fields(tmp_path):
+    train, _ = datasets(("intent",))
+    probe = HookProbe()
+    args = arguments(tmp_path, max_steps=3, logging_steps=1, max_grad_norm=1e-6)
+    trainer = Trainer(build_model(tasks=("intent",)), train, args=args, callbacks=[probe])
+    trainer.train()
+    assert len(probe.seen_texts) == 12 and set(probe.seen_texts) <= {
+        s["text"] for s in train["intent"]
+    }
+    assert min(probe.losses) > 10.0  # head loss + the constant term
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["probe"] for r in records] == [4, 8, 12]
+    assert trainer.max_grad_norm is None and all("grad_norm" not in r for r in records)
+
+
 def test_length_grouping_and_rank_slices_cover_every_sample_once():
     lengths = [(7 * i) % 23 for i in range(100)]
     grouped = EpochBatchSampler(100, 4, seed=3, lengths=lengths, drop_last=True)
