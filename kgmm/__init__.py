@@ -31,7 +31,9 @@ _LAZY = {
     "Trainer": "kgmm.training",
     "TrainingArguments": "kgmm.training",
     "TrainerCallback": "kgmm.training",
+    "adapt": "kgmm.training",
     "read_manifest": "kgmm.data",
+    "AdapterConfig": "kgmm.model",
 }
 
 __all__ = [

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -29,3 +32,14 @@ def shared_dataset(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"dataset folder {folder} is absent (set KGMM_DATA_DIR to the datasets folder)")
     return folder
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def import_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported by plain name (the scripts import their siblings that
+    way, and the processes they spawn must find them too)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)

@@ -163,8 +163,11 @@ class EntityEmbeddings:
         entity_ids = {key: i for i, key in enumerate(self.entity_keys)}
         relation_ids = {name: i for i, name in enumerate(self.relation_names)}
         rows = [
-            (_lookup(entity_ids, h, "entity"), _lookup(relation_ids, r, "relation"),
-             _lookup(entity_ids, t, "entity"))
+            (
+                _lookup(entity_ids, h, "entity"),
+                _lookup(relation_ids, r, "relation"),
+                _lookup(entity_ids, t, "entity"),
+            )
             for h, r, t in triples
         ]
         return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
@@ -187,9 +190,7 @@ class EntityEmbeddings:
         known = [self.known_triples, ids]
         if also_known is not None:
             known.append(self.encode_triples(also_known))
-        ranks = rank_triples(
-            self.scoring_model(), ids, np.concatenate(known), filtered, batch_size
-        )
+        ranks = rank_triples(self.scoring_model(), ids, np.concatenate(known), filtered, batch_size)
         return rank_metrics(ranks)
 
     # ------------------------------------------------------------------ files

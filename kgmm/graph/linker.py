@@ -280,8 +280,10 @@ class EntityLinker:
                 found.extend(extra)
         return [
             sorted(
-                (Mention(tokens.starts[i], tokens.ends[j - 1], entity_id, score)
-                 for i, j, entity_id, score in found),
+                (
+                    Mention(tokens.starts[i], tokens.ends[j - 1], entity_id, score)
+                    for i, j, entity_id, score in found
+                ),
                 key=lambda m: m.start,
             )
             for tokens, found in zip(tokenised, spans)
@@ -304,9 +306,7 @@ class EntityLinker:
                 entry = table.get(key)
         starts, ends = tokens.starts, tokens.ends
         found.sort(key=lambda m: (m[0] - m[1], starts[m[0]] - ends[m[1] - 1], m[0]))
-        return [
-            (i, j, ids[0], 1.0 / len(ids)) for i, j, ids in _without_overlaps(found, count)
-        ]
+        return [(i, j, ids[0], 1.0 / len(ids)) for i, j, ids in _without_overlaps(found, count)]
 
     # ------------------------------------------------------------------ dense linking
     def _dense_matches(
@@ -439,7 +439,6 @@ def _breaks_phrase(text: str, tokens: _Tokens, index: int) -> bool:
     """Whether the gap before token ``index`` holds clause punctuation or a line break."""
     gap = text[tokens.ends[index - 1] : tokens.starts[index]]
     return any(
-        char == "\n"
-        or (unicodedata.category(char)[0] == "P" and char not in _JOINING_PUNCTUATION)
+        char == "\n" or (unicodedata.category(char)[0] == "P" and char not in _JOINING_PUNCTUATION)
         for char in gap
     )

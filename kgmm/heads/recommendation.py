@@ -32,7 +32,14 @@ class RecommendationHead(Head):
 
     Losses: ``"bce"`` on ``(user, item, label)`` rows (negatives come from the data) or
     ``"bpr"`` on ``(user, item, neg_item)`` triples. For BPR, ``fused`` has ``2 * B`` rows:
-    the positives' then the negatives' (see :meth:`expand_samples`).
+    the positives' then the negatives' (see :meth:`expand_samples`). ``l2`` adds
+    ``l2 * (|user|^2 + |item|^2 [+ |neg_item|^2])`` of the batch's id embeddings, averaged
+    over the batch (the usual regulariser of BPR matrix factorisation).
+
+    ``item_entity_ids[i]`` (a KG entity id, or -1) gives each sample without an ``entities``
+    field its item's entity, so the collator links the item and expands its neighbourhood.
+    ``item_fields`` are the sample fields that describe the item; BPR's negative copy drops
+    them (a field not listed, e.g. a query text, is shared by both items).
 
     Full ranking (:meth:`score_all`, :meth:`recommend`) needs every item's KG part without a
     sample at hand. :meth:`cache_items` stores, per item, the fused entity states and pooled
@@ -52,6 +59,8 @@ class RecommendationHead(Head):
         loss: str = "bce",
         history_size: int = 50,
         max_item_entities: int = 16,
+        l2: float = 0.0,
+        item_fields: Sequence[str] = ITEM_CONTENT_FIELDS,
     ) -> None:
         super().__init__()
         if loss not in ("bce", "bpr"):
@@ -64,7 +73,13 @@ class RecommendationHead(Head):
         self.d_model = d_model
         self.num_users = num_users
         self.num_items = num_items
-        self.item_entity_ids = None if item_entity_ids is None else list(item_entity_ids)
+        if l2 < 0:
+            raise ConfigError(f"RecommendationHead l2 must be >= 0, got {l2}")
+        self.item_entity_ids = (
+            None if item_entity_ids is None else [int(i) for i in item_entity_ids]
+        )
+        self.l2 = l2
+        self.item_fields = tuple(item_fields)
         self.loss_type = loss
         self.history_size = history_size
         self.max_item_entities = max_item_entities
@@ -173,6 +188,7 @@ class RecommendationHead(Head):
             loss = None
             if labels is not None:
                 loss = F.binary_cross_entropy_with_logits(positive, labels.to(positive.dtype))
+                loss = loss + self._l2_penalty(user_ids, item_ids)
             return HeadOutput(logits=positive, loss=loss)
         if fused.pooled.shape[0] != 2 * batch:
             raise DataError(
@@ -181,22 +197,40 @@ class RecommendationHead(Head):
             )
         negative = self._score(users, user_ids, neg_item_ids, fused, slice(batch, 2 * batch))
         loss = -F.logsigmoid(positive - negative).mean()
+        loss = loss + self._l2_penalty(user_ids, item_ids, neg_item_ids)
         return HeadOutput(logits=torch.stack([positive, negative], dim=1), loss=loss)
 
-    def expand_samples(self, samples: Sequence[dict]) -> list[dict]:
-        """BPR: the samples, then one copy per sample scoring ``neg_item`` in place of ``item``.
+    def _l2_penalty(self, user_ids: Tensor, *item_ids: Tensor) -> Tensor | float:
+        if not self.l2:
+            return 0.0
+        squares = self.user_embedding(user_ids).pow(2).sum(dim=-1)
+        for ids in item_ids:
+            squares = squares + self.item_embedding(ids).pow(2).sum(dim=-1)
+        return self.l2 * squares.mean()
 
-        The copies drop the positive item's content fields (text, image, audio, entities) so
-        the collator fills them from the negative item's own features. BCE: unchanged.
+    def expand_samples(self, samples: Sequence[dict]) -> list[dict]:
+        """The encoder rows of ``samples``: BPR training samples (with ``neg_item``) add one
+        copy each that scores ``neg_item`` in place of ``item``, without the positive item's
+        ``item_fields``; samples to score (no ``neg_item``) are not copied.
+
+        With ``item_entity_ids``, rows without ``entities`` get their item's entity.
         """
-        if self.loss_type != "bpr":
-            return list(samples)
-        negatives = []
-        for i, sample in enumerate(samples):
-            negative = {k: v for k, v in sample.items() if k not in ITEM_CONTENT_FIELDS}
-            negative["item"] = require_field(sample, "neg_item", i, self.task_type)
-            negatives.append(negative)
-        return [*samples, *negatives]
+        rows = list(samples)
+        if self.loss_type == "bpr" and any("neg_item" in sample for sample in samples):
+            for i, sample in enumerate(samples):
+                negative = {k: v for k, v in sample.items() if k not in self.item_fields}
+                negative["item"] = require_field(sample, "neg_item", i, self.task_type)
+                rows.append(negative)
+        if self.item_entity_ids is None:
+            return rows
+        return [self._with_item_entity(row) for row in rows]
+
+    def _with_item_entity(self, row: dict) -> dict:
+        item = row.get("item")
+        if "entities" in row or not is_id(item, self.num_items):
+            return row  # a bad item id is reported by collate_targets
+        entity = self.item_entity_ids[int(item)]
+        return {**row, "entities": [entity]} if entity >= 0 else row
 
     def collate_inputs(self, samples: Sequence[dict]) -> dict[str, Tensor]:
         """``user_ids`` and ``item_ids`` ``[B]`` from the ``user`` and ``item`` fields."""
@@ -338,4 +372,6 @@ class RecommendationHead(Head):
             "loss": self.loss_type,
             "history_size": self.history_size,
             "max_item_entities": self.max_item_entities,
+            "l2": self.l2,
+            "item_fields": list(self.item_fields),
         }

@@ -1,7 +1,15 @@
 """The fused model: config, model, output."""
 
+from kgmm.model.adapters import AdapterConfig
 from kgmm.model.config import EntityEmbeddingConfig, FusedConfig, LinkingConfig
 from kgmm.model.fused_model import FusedModel
 from kgmm.model.output import ModelOutput
 
-__all__ = ["EntityEmbeddingConfig", "FusedConfig", "FusedModel", "LinkingConfig", "ModelOutput"]
+__all__ = [
+    "AdapterConfig",
+    "EntityEmbeddingConfig",
+    "FusedConfig",
+    "FusedModel",
+    "LinkingConfig",
+    "ModelOutput",
+]

@@ -11,12 +11,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kgmm.data import Collator
+from kgmm.data.batch import move_to
 from kgmm.errors import CheckpointError, ConfigError, DataError
 from kgmm.fusion import KnowledgeFusion
 from kgmm.graph import KnowledgeGraph
 from kgmm.graph.embeddings import EntityEmbeddings
 from kgmm.graph.linker import EntityLinker
 from kgmm.heads import head_config
+from kgmm.model.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, Adapter, AdapterConfig
 from kgmm.model.builders import build_encoder, build_head
 from kgmm.model.config import FusedConfig
 from kgmm.model.output import ModelOutput
@@ -70,6 +72,7 @@ class FusedModel(nn.Module):
         )
         self._linker: EntityLinker | None = None
         self._random = torch.Generator().manual_seed(config.seed)
+        self.adapter: Adapter | None = None
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -177,21 +180,65 @@ class FusedModel(nn.Module):
         head = self._head(task)
         collate = self.collator(task, targets=False)
         was_training = self.training
+        device = next(self.parameters()).device
         self.eval()
         results: list[Any] = []
         try:
             for start in range(0, len(samples), batch_size):
-                batch = collate(samples[start : start + batch_size])
-                output = self(task=task, **batch)
+                batch = move_to(collate(samples[start : start + batch_size]), device)
+                with torch.no_grad():
+                    output = self(task=task, **batch)
                 results.extend(head.decode(_head_output(output)))
         finally:
             self.train(was_training)
         return results
 
+    # ------------------------------------------------------------------ adapters
+    def add_adapter(self, config: AdapterConfig) -> None:
+        """Attach a peft adapter (:class:`AdapterConfig`) and freeze every other parameter
+        except those ``config.trainable`` names (the heads by default)."""
+        if self.adapter is not None:
+            raise ConfigError("the model already has an adapter; merge_adapter() it first")
+        self.adapter = Adapter(self, config)
+
+    def save_adapter(self, directory: str | Path) -> None:
+        """Write the adapter alone (config + safetensors weights, with the parameters
+        ``trainable`` named) into ``directory``; :meth:`load_adapter` reads it back."""
+        self._attached_adapter().save(directory)
+
+    def load_adapter(self, directory: str | Path) -> None:
+        """Attach the adapter saved in ``directory`` (when none is attached) and load its
+        weights; the base model must be the one it was trained on."""
+        directory = Path(directory)
+        for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise CheckpointError(f"{directory}: missing {name}; is this a saved adapter?")
+        config = AdapterConfig.from_dict(json.loads((directory / ADAPTER_CONFIG_FILE).read_text()))
+        if self.adapter is None:
+            self.add_adapter(config)
+        elif self.adapter.config != config:
+            raise CheckpointError(
+                f"{directory} holds a {config.method} adapter that differs from the attached "
+                f"{self.adapter.config.method} adapter"
+            )
+        self.adapter.load_weights(directory / ADAPTER_WEIGHTS_FILE)
+
+    def merge_adapter(self) -> None:
+        """Fold LoRA/AdaLoRA/IA3 weights into the base layers (faster inference, plain
+        checkpoint) and detach the adapter; prefix tuning cannot merge."""
+        self._attached_adapter().merge()
+        self.adapter = None
+
+    def _attached_adapter(self) -> Adapter:
+        if self.adapter is None:
+            raise ConfigError("the model has no adapter; call add_adapter(AdapterConfig(...))")
+        return self.adapter
+
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json``, ``model.safetensors``, the text encoder's config and
-        tokenizer, and the graph, so :meth:`from_pretrained` needs nothing else."""
+        tokenizer, and the graph, so :meth:`from_pretrained` needs nothing else; with an
+        adapter attached also ``adapter_config.json`` (the weights include the adapter)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
@@ -205,6 +252,10 @@ class FusedModel(nn.Module):
         save_file(_unshared(state), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
         if self.kg is not None:
             self.kg.save(directory / GRAPH_FILE)
+        if self.adapter is not None:
+            (directory / ADAPTER_CONFIG_FILE).write_text(
+                json.dumps(self.adapter.config.to_dict(), indent=2) + "\n"
+            )
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "FusedModel":
@@ -230,6 +281,9 @@ class FusedModel(nn.Module):
         if "entity_table" in state:
             config.entity_embeddings.dim = state["entity_table"].shape[1]
         model = cls(config, kg=kg)
+        if (directory / ADAPTER_CONFIG_FILE).exists():
+            adapter = json.loads((directory / ADAPTER_CONFIG_FILE).read_text())
+            model.add_adapter(AdapterConfig.from_dict(adapter))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not _tied(model, k, state)]:
             raise CheckpointError(

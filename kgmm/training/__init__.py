@@ -1,22 +1,39 @@
 """Multi-task training: ``Trainer``, ``TrainingArguments``, callbacks, checkpoints."""
 
+from kgmm.training.adapter_budget import AdaLoraBudget
+from kgmm.training.adversarial import AdversarialTraining, embedding_attack_accuracy
 from kgmm.training.arguments import TrainingArguments
+from kgmm.training.augmentation import Augmentation
 from kgmm.training.callbacks import TrainerCallback
 from kgmm.training.checkpoint import latest_checkpoint
+from kgmm.training.distillation import Distillation
 from kgmm.training.evaluation import evaluate_task
+from kgmm.training.online import AdaptResult, ReplayBuffer, ReplayMixer, WeightAnchor, adapt
 from kgmm.training.optimization import LearningRateSchedule
+from kgmm.training.privacy import DifferentialPrivacy
 from kgmm.training.run_config import trainer_from_config
 from kgmm.training.run_environment import run_environment
 from kgmm.training.task_sampler import TaskSampler
 from kgmm.training.trainer import Trainer, TrainResult
 
 __all__ = [
+    "AdaLoraBudget",
+    "AdaptResult",
+    "AdversarialTraining",
+    "Augmentation",
+    "DifferentialPrivacy",
+    "Distillation",
     "LearningRateSchedule",
+    "ReplayBuffer",
+    "ReplayMixer",
     "TaskSampler",
     "TrainResult",
     "Trainer",
     "TrainerCallback",
     "TrainingArguments",
+    "WeightAnchor",
+    "adapt",
+    "embedding_attack_accuracy",
     "evaluate_task",
     "latest_checkpoint",
     "run_environment",

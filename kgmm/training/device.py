@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any
 
 import torch
 
+from kgmm.data.batch import move_to
 from kgmm.errors import ConfigError
+
+__all__ = ["autocast", "move_to", "resolve_device"]
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -20,17 +22,6 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
             raise ConfigError("device is 'cuda' but no CUDA device is available; use 'cpu'")
         return torch.device("cuda", local_rank)
     return torch.device(choice)
-
-
-def move_to(value: Any, device: torch.device) -> Any:
-    """``value`` with every tensor inside (dicts, lists) moved to ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, dict):
-        return {key: move_to(item, device) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(move_to(item, device) for item in value)
-    return value
 
 
 def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:

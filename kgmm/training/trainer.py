@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from kgmm.errors import CheckpointError, ConfigError, DataError
 from kgmm.model import FusedModel
+from kgmm.training.adapter_budget import adapter_callbacks
 from kgmm.training.arguments import TrainingArguments
 from kgmm.training.best_metric import BestMetricTracker
 from kgmm.training.callbacks import TrainerCallback
@@ -118,6 +119,7 @@ class Trainer:
         self.train_data = dict(train)
         self.eval_data = dict(eval or {})
         self.callbacks = list(callbacks)
+        self.callbacks += adapter_callbacks(model, self.callbacks)
         self._check_tasks()
         use_cuda = resolve_device(self.args.device).type == "cuda"
         self.distributed = DistributedContext.from_environment(use_cuda)

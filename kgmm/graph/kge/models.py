@@ -209,9 +209,7 @@ class RotatE(KGEModel):
         return self.gamma - distance.sum(-1)
 
 
-MODELS: dict[str, type[KGEModel]] = {
-    cls.name: cls for cls in (TransE, DistMult, ComplEx, RotatE)
-}
+MODELS: dict[str, type[KGEModel]] = {cls.name: cls for cls in (TransE, DistMult, ComplEx, RotatE)}
 
 
 def build_model(

@@ -74,16 +74,32 @@ class TrainingConfig:
 DEFAULTS: dict[str, TrainingConfig] = {
     "transe": TrainingConfig(dim=256, epochs=50, lr=1e-2, gamma=12.0),
     "distmult": TrainingConfig(
-        dim=256, epochs=100, lr=0.1, optimizer="adagrad", regularizer="n3", reg_weight=3e-3,
+        dim=256,
+        epochs=100,
+        lr=0.1,
+        optimizer="adagrad",
+        regularizer="n3",
+        reg_weight=3e-3,
         init_scale=1e-3,
     ),
     "complex": TrainingConfig(
-        dim=512, epochs=100, lr=0.1, optimizer="adagrad", regularizer="n3", reg_weight=3e-3,
+        dim=512,
+        epochs=100,
+        lr=0.1,
+        optimizer="adagrad",
+        regularizer="n3",
+        reg_weight=3e-3,
         init_scale=1e-3,
     ),
     "rotate": TrainingConfig(
-        dim=256, epochs=150, lr=5e-3, objective="negative_sampling", negatives=16, gamma=6.0,
-        adversarial_temperature=1.0, reciprocal=False,
+        dim=256,
+        epochs=150,
+        lr=5e-3,
+        objective="negative_sampling",
+        negatives=16,
+        gamma=6.0,
+        adversarial_temperature=1.0,
+        reciprocal=False,
     ),
 }
 """Per-model defaults, chosen by filtered valid MRR on UMLS and Nations (see
@@ -122,8 +138,14 @@ def train_kg_embeddings(
     name = model.lower()
     if name not in MODELS:
         raise ConfigError(f"unknown KG embedding model {model!r}; choose one of {sorted(MODELS)}")
-    overrides = {"dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                 "negatives": negatives, **options}
+    overrides = {
+        "dim": dim,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "negatives": negatives,
+        **options,
+    }
     config = _resolve_config(name, {k: v for k, v in overrides.items() if v is not None})
     if kg.num_triples == 0:
         raise ConfigError("the graph has no triples to train KG embeddings on")
@@ -131,8 +153,14 @@ def train_kg_embeddings(
 
     generator = torch.Generator().manual_seed(seed)
     scorer = build_model(
-        name, kg.num_entities, kg.num_relations, config.dim, reciprocal=config.reciprocal,
-        gamma=config.gamma, init_scale=config.init_scale, generator=generator,
+        name,
+        kg.num_entities,
+        kg.num_relations,
+        config.dim,
+        reciprocal=config.reciprocal,
+        gamma=config.gamma,
+        init_scale=config.init_scale,
+        generator=generator,
     ).to(device)
     optimizer = OPTIMIZERS[config.optimizer](scorer.parameters(), lr=config.lr)
     triples = torch.as_tensor(kg.triples, dtype=torch.int64)
