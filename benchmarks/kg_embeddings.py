@@ -39,8 +39,7 @@ PUBLISHED: dict[str, dict[str, tuple[str, float, float, float | None, float]]] =
     # No trustworthy per-model UMLS rows exist for these four models (PROVENANCE.md);
     # the best consistent published row is the reference for all of them.
     "umls": {
-        model: ("best: MultiHop (Lin et al. 2018)", 0.940, 0.902, None, 0.992)
-        for model in MODELS
+        model: ("best: MultiHop (Lin et al. 2018)", 0.940, 0.902, None, 0.992) for model in MODELS
     },
 }
 
@@ -50,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir)
     missing = [d for d in args.datasets if not (data_dir / d / "train.txt").is_file()]
     if missing:
-        print(f"skipping: no {', '.join(missing)} data under {data_dir} "
-              "(expected <data-dir>/<dataset>/{train,valid,test}.txt)")
+        print(
+            f"skipping: no {', '.join(missing)} data under {data_dir} "
+            "(expected <data-dir>/<dataset>/{train,valid,test}.txt)"
+        )
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,7 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="two epochs per model (smoke test)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch CPU threads (0: torch's default); on small graphs one thread is fastest",
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar per run")

@@ -22,8 +22,32 @@ from kgmm.graph.knowledge_graph import KnowledgeGraph
 from kgmm.graph.linker import EntityLinker
 
 SYLLABLES = [
-    "ka", "lo", "mi", "ran", "te", "vu", "zo", "pel", "dri", "nox", "sa", "qui", "bel",
-    "tor", "fen", "gu", "hal", "ix", "jo", "mur", "ost", "pra", "sev", "tul", "vin", "wex",
+    "ka",
+    "lo",
+    "mi",
+    "ran",
+    "te",
+    "vu",
+    "zo",
+    "pel",
+    "dri",
+    "nox",
+    "sa",
+    "qui",
+    "bel",
+    "tor",
+    "fen",
+    "gu",
+    "hal",
+    "ix",
+    "jo",
+    "mur",
+    "ost",
+    "pra",
+    "sev",
+    "tul",
+    "vin",
+    "wex",
 ]
 FILLER = (
     "the patient was seen today and reported that symptoms started two days ago with "
@@ -116,8 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aliases", type=int, default=100_000)
     parser.add_argument("--megabytes", type=float, default=2.0)
-    parser.add_argument("--mention-rate", type=float, default=0.1,
-                        help="share of words that are alias mentions")
+    parser.add_argument(
+        "--mention-rate", type=float, default=0.1, help="share of words that are alias mentions"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="10k aliases, 0.2 MB of text")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")

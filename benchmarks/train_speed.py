@@ -1,0 +1,564 @@
+"""Fine-tuning speed on BANKING77: kgmm's Trainer against two peers, in one run.
+
+Contenders (same offline MiniLM backbone, same data):
+
+* ``peer1_tutorial``: the tutorials' recipe: ``BertTokenizer(padding="max_length",
+  max_length=128)`` once up front, fp32, a plain PyTorch loop, AdamW 2e-5, batch 16. It is
+  slow, so it runs only the throughput phase (no accuracy);
+* ``peer2_hf_trainer``: ``AutoModelForSequenceClassification`` + ``DataCollatorWithPadding``
+  + ``transformers.Trainer`` (``bf16=True``, ``use_cpu`` on CPU), batch 32, HF's default
+  schedule (AdamW 5e-5, linear decay);
+* ``kgmm_text``: ``kgmm.Trainer`` on a ``FusedModel`` without a graph (MiniLM + one fusion
+  layer + intent head), the shared BANKING77 schedule of ``banking77_setup.training_arguments``
+  (bf16 autocast, length-grouped batches, fused AdamW), batch 32;
+* ``kgmm_kg``: the same with knowledge fusion on over ``graphs/banking.tsv`` (3 hops, at most
+  64 entities per sample, entity vectors from MiniLM over the entity names).
+
+Two phases:
+
+1. throughput: ``--repeats`` rounds; each round runs every contender (peer 1 in the first
+   round only: it is an order of magnitude slower) in turn for
+   ``--warmup-steps`` untimed and ``--timed-steps`` timed optimizer steps on the same
+   seeded samples (alternating contenders, so load on a shared machine hits all alike);
+   samples/s is the median over rounds. Model FLOP utilisation (MFU) is FLOPs per sample
+   (``FlopCounterMode`` over the forward and backward pass of one real batch of that
+   contender, padding included) times samples/s, divided by the bf16 matmul peak (a
+   2048x2048 ``torch.matmul`` loop measured in this run, before and after; the best);
+2. accuracy: peer 2 and both kgmm models train ``--epochs`` epochs (or ``--max-steps``) on
+   the training set and are scored on the test set; that run's own samples/s is reported too.
+
+``--levers`` adds kgmm_text variants to the throughput phase (fp32, no length grouping,
+bf16 weights, eager attention instead of SDPA, a data-loader worker, 2 threads) and times
+AdamW's fused against its foreach step.
+
+    python benchmarks/train_speed.py                                   # full run (see README)
+    python benchmarks/train_speed.py --max-steps 250 --repeats 3       # medium run
+    python benchmarks/train_speed.py --quick                           # CI smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from banking77_setup import (
+    DEFAULT_DATA,
+    GRAPH,
+    TASK,
+    training_arguments,
+    write_results,
+)
+from speed_measures import counted_flops, matmul_peak, synchronize
+from torch.utils.data import DataLoader, TensorDataset
+
+import kgmm
+from kgmm.data.intents import few_shot, load_intent_csv
+from kgmm.fusion import FusionConfig
+from kgmm.metrics import format_table
+from kgmm.resources import default_text_model_path
+from kgmm.training import TrainerCallback
+from kgmm.training.device import move_to
+
+PEERS = ("peer1_tutorial", "peer2_hf_trainer")
+CONTENDERS = (*PEERS, "kgmm_text", "kgmm_kg")
+LINKING = {"hops": 3, "max_entities": 64}  # 61 entities per utterance on average
+MAX_LENGTH = 128  # no BANKING77 utterance is longer (the longest has 98 word pieces)
+PEER1_BATCH, PEER1_LENGTH, PEER1_LR = 16, 128, 2e-5
+PEER2_LR = 5e-5
+BATCH = 32
+
+
+# ---------------------------------------------------------------- data
+def load_data(
+    data_dir: Path, train_samples: int | None, test_samples: int | None, quick: bool, seed: int
+) -> tuple[list[dict], list[dict], list[str]]:
+    """BANKING77 train and test (``quick``: 5 intents, 16 training and 8 test utterances each);
+    ``train_samples``/``test_samples`` keep a seeded random slice."""
+    if not (Path(data_dir) / "train.csv").is_file():
+        raise kgmm.DataError(f"{data_dir}: no train.csv; pass --data-dir (BANKING77 folder)")
+    train = load_intent_csv(Path(data_dir) / "train.csv")
+    test = load_intent_csv(Path(data_dir) / "test.csv")
+    if quick:
+        kept = set(sorted({s["label"] for s in train})[:5])
+        train = few_shot([s for s in train if s["label"] in kept], 16, seed)
+        test = few_shot([s for s in test if s["label"] in kept], 8, seed)
+    rng = random.Random(seed)
+    train, test = rng.sample(train, len(train)), rng.sample(test, len(test))
+    labels = sorted({s["label"] for s in train})
+    return train[:train_samples], test[:test_samples], labels
+
+
+def cycled(samples: list[dict], count: int) -> list[dict]:
+    """The first ``count`` samples, repeating the list when it is shorter."""
+    return [samples[i % len(samples)] for i in range(count)]
+
+
+# ---------------------------------------------------------------- clocks
+class StepClock:
+    """Wall time at the end of every optimizer step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.times: list[float] = []
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        synchronize(self.device)
+        self.times.append(time.perf_counter())
+
+    def samples_per_s(self, warmup: int, batch_size: int) -> float:
+        """Throughput over the steps after the first ``warmup`` (the first one at least)."""
+        warmup = min(max(warmup, 1), len(self.times) - 1)
+        return (len(self.times) - warmup) * batch_size / (self.times[-1] - self.times[warmup - 1])
+
+
+class KgmmClock(StepClock, TrainerCallback):
+    """A :class:`StepClock` for ``kgmm.Trainer``."""
+
+
+class HFClock(StepClock, transformers.TrainerCallback):
+    """A :class:`StepClock` for ``transformers.Trainer``."""
+
+
+@dataclass
+class Run:
+    """One contender's training run: its throughput and, when scored, test accuracy."""
+
+    samples_per_s: float
+    accuracy: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- peer 1
+def peer1_model(labels: list[str], device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    path = default_text_model_path()
+    return transformers.AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(labels)
+    ).to(device)
+
+
+def peer1_batches(samples: list[dict], labels: list[str]) -> DataLoader:
+    """The tutorials' data: every text padded to 128 word pieces, tokenised once up front."""
+    tokenizer = transformers.BertTokenizer.from_pretrained(default_text_model_path())
+    encoded = tokenizer(
+        [s["text"] for s in samples],
+        padding="max_length",
+        truncation=True,
+        max_length=PEER1_LENGTH,
+        return_tensors="pt",
+    )
+    targets = torch.tensor([labels.index(s["label"]) for s in samples])
+    dataset = TensorDataset(encoded["input_ids"], encoded["attention_mask"], targets)
+    return DataLoader(dataset, batch_size=PEER1_BATCH, shuffle=True)
+
+
+def run_peer1(
+    train: list[dict], labels: list[str], steps: int, warmup: int, device: torch.device
+) -> Run:
+    model = peer1_model(labels, device).train()
+    loader = peer1_batches(cycled(train, (steps + warmup) * PEER1_BATCH), labels)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PEER1_LR)
+    times = []
+    for input_ids, attention_mask, targets in loader:
+        out = model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            labels=targets.to(device),
+        )
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        synchronize(device)
+        times.append(time.perf_counter())
+    clock = StepClock(device)
+    clock.times = times
+    return Run(clock.samples_per_s(warmup, PEER1_BATCH))
+
+
+def peer1_flops_per_sample(train: list[dict], labels: list[str], device: torch.device) -> float:
+    model = peer1_model(labels, device).train()
+    input_ids, attention_mask, targets = next(iter(peer1_batches(train[:PEER1_BATCH], labels)))
+
+    def step() -> None:
+        model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            labels=targets.to(device),
+        ).loss.backward()
+
+    return counted_flops(step) / len(targets)
+
+
+# ---------------------------------------------------------------- peer 2
+def peer2_dataset(samples: list[dict], labels: list[str], tokenizer: Any) -> list[dict]:
+    """Tokenised once up front without padding, as ``dataset.map(tokenize)`` does."""
+    encoded = tokenizer([s["text"] for s in samples], truncation=True, max_length=MAX_LENGTH)
+    return [
+        {"input_ids": ids, "attention_mask": mask, "labels": labels.index(s["label"])}
+        for ids, mask, s in zip(encoded["input_ids"], encoded["attention_mask"], samples)
+    ]
+
+
+def run_peer2(
+    train: list[dict],
+    test: list[dict] | None,
+    labels: list[str],
+    device: torch.device,
+    warmup: int,
+    epochs: float,
+    max_steps: int,
+) -> Run:
+    path = default_text_model_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    model = peer1_model(labels, device)
+    clock = HFClock(device)
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = transformers.TrainingArguments(
+            output_dir=output_dir,
+            per_device_train_batch_size=BATCH,
+            per_device_eval_batch_size=128,
+            num_train_epochs=epochs,
+            max_steps=max_steps if max_steps > 0 else -1,
+            learning_rate=PEER2_LR,
+            bf16=True,
+            use_cpu=device.type == "cpu",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            logging_strategy="no",
+            seed=0,
+        )
+        trainer = transformers.Trainer(
+            model=model,
+            args=args,
+            train_dataset=peer2_dataset(train, labels, tokenizer),
+            data_collator=transformers.DataCollatorWithPadding(tokenizer),
+            callbacks=[clock],
+        )
+        trainer.remove_callback(transformers.PrinterCallback)
+        trainer.train()
+        accuracy = None
+        if test is not None:
+            predicted = trainer.predict(peer2_dataset(test, labels, tokenizer))
+            hits = predicted.predictions.argmax(-1) == predicted.label_ids
+            accuracy = float(hits.mean())
+    return Run(clock.samples_per_s(warmup, BATCH), accuracy)
+
+
+def peer2_flops_per_sample(train: list[dict], labels: list[str], device: torch.device) -> float:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(default_text_model_path())
+    model = peer1_model(labels, device).train()
+    collate = transformers.DataCollatorWithPadding(tokenizer)
+    batch = {
+        k: v.to(device) for k, v in collate(peer2_dataset(train[:BATCH], labels, tokenizer)).items()
+    }
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+
+    return counted_flops(step) / BATCH
+
+
+# ---------------------------------------------------------------- kgmm
+def kgmm_model(labels: list[str], knowledge: bool, **text: Any) -> kgmm.FusedModel:
+    """MiniLM + one fusion layer + intent head; with ``knowledge`` the banking graph too."""
+    config = kgmm.FusedConfig(
+        text={"max_length": MAX_LENGTH, **text},
+        fusion=FusionConfig(d_model=384, num_heads=6, num_layers=1, dropout=0.1),
+        heads={TASK: {"type": "classification", "labels": labels}},
+        linking=LINKING,
+        seed=0,
+    )
+    return kgmm.FusedModel(config, kg=kgmm.KnowledgeGraph.load(GRAPH) if knowledge else None)
+
+
+@dataclass
+class KgmmVariant:
+    """A kgmm contender: the model, ``TrainingArguments`` overrides, a model transform and
+    the thread count it runs with (``None``: the run's)."""
+
+    knowledge: bool
+    overrides: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, Any] = field(default_factory=dict)
+    transform: Callable[[kgmm.FusedModel], kgmm.FusedModel] | None = None
+    threads: int | None = None
+
+
+KGMM = {"kgmm_text": KgmmVariant(False), "kgmm_kg": KgmmVariant(True)}
+LEVERS = {
+    "fp32": KgmmVariant(False, {"bf16": False}),
+    "no-grouping": KgmmVariant(False, {"group_by_length": False}),
+    "bf16-weights": KgmmVariant(
+        False, {"bf16": False}, transform=lambda model: model.to(torch.bfloat16)
+    ),
+    "eager-attention": KgmmVariant(
+        False, text={"config_overrides": {"_attn_implementation": "eager"}}
+    ),
+    "worker": KgmmVariant(False, {"num_workers": 1}),
+    "2-threads": KgmmVariant(False, threads=2),
+}
+
+
+def run_kgmm(
+    variant: KgmmVariant,
+    train: list[dict],
+    test: list[dict] | None,
+    labels: list[str],
+    device: torch.device,
+    warmup: int,
+    epochs: float,
+    max_steps: int,
+    save_to: Path | None = None,
+) -> Run:
+    model = kgmm_model(labels, variant.knowledge, **variant.text)
+    if variant.transform is not None:
+        model = variant.transform(model)
+    clock = KgmmClock(device)
+    threads = torch.get_num_threads()
+    if variant.threads:
+        torch.set_num_threads(variant.threads)
+    try:
+        with tempfile.TemporaryDirectory() as output_dir:
+            args = training_arguments(
+                Path(output_dir),
+                epochs,
+                **{"max_steps": max_steps, "device": device.type, **variant.overrides},
+            )
+            kgmm.Trainer(model, {TASK: train}, args=args, callbacks=[clock]).train()
+    finally:
+        torch.set_num_threads(threads)
+    accuracy = kgmm_accuracy(model, test, device) if test is not None else None
+    if save_to is not None:
+        model.save_pretrained(save_to)
+    return Run(clock.samples_per_s(warmup, BATCH), accuracy)
+
+
+@torch.no_grad()
+def kgmm_accuracy(model: kgmm.FusedModel, samples: list[dict], device: torch.device) -> float:
+    """Test accuracy, fp32, batches of 128 moved to ``device`` (``FusedModel.predict``
+    leaves batches on the CPU)."""
+    collate = model.collator(TASK, targets=False)
+    labels = model.heads[TASK].labels
+    model.eval()
+    hits = 0
+    for start in range(0, len(samples), 128):
+        chunk = samples[start : start + 128]
+        logits = model(task=TASK, **move_to(collate(chunk), device)).logits
+        gold = torch.tensor([labels.index(s["label"]) for s in chunk], device=device)
+        hits += int((logits.argmax(-1) == gold).sum())
+    return hits / len(samples)
+
+
+def kgmm_flops_per_sample(
+    train: list[dict], labels: list[str], knowledge: bool, device: torch.device
+) -> tuple[float, dict[str, float]]:
+    """FLOPs per sample of one training step, and the batch's mean tokens and entities."""
+    model = kgmm_model(labels, knowledge).to(device).train()
+    batch = model.collator(TASK)(train[:BATCH])
+    shape = {
+        "tokens_per_sample": float(batch["text"]["attention_mask"].sum(1).float().mean()),
+        "entities_per_sample": float(batch["entity_mask"].sum(1).float().mean()),
+    }
+    batch = move_to(batch, device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(task=TASK, **batch).loss
+        loss.backward()
+
+    return counted_flops(step) / BATCH, shape
+
+
+# ---------------------------------------------------------------- levers outside the Trainer
+def adamw_step_ms(labels: list[str], device: torch.device, fused: bool, steps: int) -> float:
+    """Median ms of one AdamW step over the text model's parameters (random gradients)."""
+    model = kgmm_model(labels, False).to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    for parameter in parameters:
+        parameter.grad = torch.randn_like(parameter)
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=fused, foreach=None if fused else True)
+    times = []
+    for _ in range(steps + 2):
+        start = time.perf_counter()
+        optimizer.step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[2:]) * 1e3
+
+
+# ---------------------------------------------------------------- main
+def throughput_phase(
+    names: list[str], train: list[dict], labels: list[str], options: argparse.Namespace
+) -> dict[str, list[float]]:
+    """samples/s of each contender in each of ``options.repeats`` alternating rounds."""
+    device, warmup, timed = options.device, options.warmup_steps, options.timed_steps
+    speeds: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(options.repeats):
+        for name in names:
+            steps = warmup + timed
+            if name == "peer1_tutorial" and round_ > 0:
+                continue  # ten times slower than the rest: one round tells enough
+            if name == "peer1_tutorial":
+                run = run_peer1(train, labels, timed, warmup, device)
+            elif name == "peer2_hf_trainer":
+                run = run_peer2(
+                    cycled(train, steps * BATCH), None, labels, device, warmup, 1, steps
+                )
+            else:
+                variant = KGMM.get(name) or LEVERS[name.removeprefix("lever: ")]
+                run = run_kgmm(
+                    variant, cycled(train, steps * BATCH), None, labels, device, warmup, 1, steps
+                )
+            speeds[name].append(run.samples_per_s)
+            print(f"round {round_ + 1}: {name:34} {run.samples_per_s:8.2f} samples/s", flush=True)
+    return speeds
+
+
+def accuracy_phase(
+    train: list[dict], test: list[dict], labels: list[str], options: argparse.Namespace
+) -> dict[str, Run]:
+    device, warmup = options.device, options.warmup_steps
+    epochs, max_steps = options.epochs, options.max_steps
+    runs = {"peer2_hf_trainer": run_peer2(train, test, labels, device, warmup, epochs, max_steps)}
+    print(f"accuracy run: peer2_hf_trainer {runs['peer2_hf_trainer']}", flush=True)
+    for name, variant in KGMM.items():
+        save_to = options.save_model if name == "kgmm_kg" else None
+        runs[name] = run_kgmm(
+            variant, train, test, labels, device, warmup, epochs, max_steps, save_to
+        )
+        print(f"accuracy run: {name} {runs[name]}", flush=True)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> dict:
+    options = parse_args(argv)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    options.device = torch.device(options.device)
+    train, test, labels = load_data(
+        options.data_dir, options.train_samples, options.test_samples, options.quick, seed=0
+    )
+    device = options.device
+    peaks = [matmul_peak(device, torch.bfloat16)]
+    fp32_peak = matmul_peak(device, torch.float32)
+    levers = list(LEVERS) if options.levers == [] else options.levers or []
+    names = list(CONTENDERS) + [f"lever: {lever}" for lever in levers]
+    speeds = throughput_phase(names, train, labels, options) if options.repeats else {}
+    runs = accuracy_phase(train, test, labels, options) if options.accuracy else {}
+    peaks.append(matmul_peak(device, torch.bfloat16))
+    peak = max(peaks)
+
+    flops = {
+        "peer1_tutorial": peer1_flops_per_sample(train, labels, device),
+        "peer2_hf_trainer": peer2_flops_per_sample(train, labels, device),
+    }
+    flops["kgmm_text"], text_shape = kgmm_flops_per_sample(train, labels, False, device)
+    flops["kgmm_kg"], kg_shape = kgmm_flops_per_sample(train, labels, True, device)
+
+    def speed(name: str) -> float | None:
+        if speeds.get(name):
+            return statistics.median(speeds[name])
+        return runs[name].samples_per_s if name in runs else None
+
+    reference = speed("peer2_hf_trainer")
+    rows = []
+    for name in names:
+        per_sample = flops.get(name, flops["kgmm_text"] if name.startswith("lever") else None)
+        throughput = speed(name)
+        rows.append(
+            {
+                "contender": name,
+                "samples_per_s": throughput,
+                "runs_samples_per_s": speeds.get(name, []),
+                "ratio_to_peer2": throughput / reference if throughput and reference else None,
+                "accuracy_run_samples_per_s": runs[name].samples_per_s if name in runs else None,
+                "test_accuracy": runs[name].accuracy if name in runs else None,
+                "gflops_per_sample": per_sample / 1e9 if per_sample else None,
+                "mfu": per_sample * throughput / peak if per_sample and throughput else None,
+            }
+        )
+    columns = [
+        "contender",
+        "samples_per_s",
+        "ratio_to_peer2",
+        "accuracy_run_samples_per_s",
+        "test_accuracy",
+        "gflops_per_sample",
+        "mfu",
+    ]
+    print(format_table(rows, columns, float_format=".3f"))
+    print(
+        f"bf16 matmul peak {peak / 1e12:.3f} TFLOP/s, fp32 {fp32_peak / 1e12:.3f} TFLOP/s "
+        f"({torch.get_num_threads()} threads, {device}); kgmm_kg: "
+        f"{kg_shape['entities_per_sample']:.1f} entities and "
+        f"{kg_shape['tokens_per_sample']:.1f} tokens per sample"
+    )
+    extra: dict[str, Any] = {}
+    if levers:
+        extra["adamw_step_ms"] = {
+            kind: adamw_step_ms(labels, device, kind == "fused", steps=10)
+            for kind in ("fused", "foreach")
+        }
+        print(f"AdamW step over the text model: {extra['adamw_step_ms']} ms")
+    summary = {
+        "bf16_matmul_peak_flops": peak,
+        "fp32_matmul_peak_flops": fp32_peak,
+        "flops_counter": "torch.utils.flop_counter.FlopCounterMode, forward+backward of one "
+        "real batch (padding included)",
+        "batch": {"text": text_shape, "kg": kg_shape},
+        "settings": {
+            key: str(value) if isinstance(value, (Path, torch.device)) else value
+            for key, value in vars(options).items()
+        },
+        "train_samples": len(train),
+        "test_samples": len(test),
+        **extra,
+    }
+    write_results(Path(options.out), "train_speed", rows, **summary)
+    return {"rows": rows, **summary}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="> 0: accuracy runs stop here")
+    parser.add_argument("--train-samples", type=int, help="a seeded slice of the training set")
+    parser.add_argument("--test-samples", type=int, help="a seeded slice of the test set")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput rounds (0: none)")
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--timed-steps", type=int, default=20)
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false")
+    parser.add_argument(
+        "--levers",
+        nargs="*",
+        choices=list(LEVERS),
+        help="also time these kgmm_text variants (no name: all)",
+    )
+    parser.add_argument("--save-model", type=Path, help="save the trained kgmm_kg model here")
+    parser.add_argument("--quick", action="store_true", help="5 intents, 2 steps: a smoke run")
+    parser.add_argument("--out", default="results/train_speed.json")
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.repeats, options.warmup_steps, options.timed_steps = 1, 1, 2
+        options.max_steps = 2
+    return options
+
+
+if __name__ == "__main__":
+    main()
