@@ -4,11 +4,16 @@ The teacher (the packaged MiniLM, 6 layers, + fusion + intent head) trains on N 
 per intent; the student (the first ``--student-layers`` layers of the same MiniLM, same
 fusion, graph and head) trains on the same data for the same epochs, once alone and once
 with :class:`kgmm.training.Distillation` (KL on the logits at temperature T, weight 1, added
-to the cross-entropy). Reported: official test-set accuracy, inference speed (``predict``
+to the cross-entropy), and, with ``--transfer-per-label K``, once more with the teacher also
+labelling a transfer set: K further ``train.csv`` utterances per intent whose labels are
+dropped and replaced by the teacher's prediction (its soft labels enter through the KL term),
+the setting distillation is made for: a teacher that has seen few labels passes on what it
+knows about unlabelled text. Reported: official test-set accuracy, inference speed (``predict``
 over the test set, batch 64, one thread) and parameter counts. Each configuration runs in
 its own process (``run_isolated``), one after another.
 
     python benchmarks/distillation.py --out results/distillation.json
+    python benchmarks/distillation.py --teacher runs/teacher --transfer-per-label 30
     python benchmarks/distillation.py --quick
 """
 
@@ -31,6 +36,7 @@ from banking77_setup import (
 )
 
 import kgmm
+from kgmm.data.intents import few_shot, load_intent_csv
 from kgmm.metrics import accuracy, format_table
 from kgmm.training import Distillation
 
@@ -50,14 +56,31 @@ def measure(model: kgmm.FusedModel, test: list[dict]) -> dict:
     }
 
 
+def transfer_set(teacher: kgmm.FusedModel, train: list[dict], options: dict) -> list[dict]:
+    """``transfer_per_label`` unused ``train.csv`` utterances per intent, labelled by
+    ``teacher`` (their own labels are dropped: only the text is taken)."""
+    used = {s["text"] for s in train}
+    labels = {s["label"] for s in train}
+    rest = [
+        s
+        for s in load_intent_csv(Path(options["data_dir"]) / "train.csv")
+        if s["text"] not in used and s["label"] in labels
+    ]
+    texts = [{"text": s["text"]} for s in few_shot(rest, options["transfer_per_label"], seed=2)]
+    predicted = teacher.predict(texts, task=TASK, batch_size=SPEED_BATCH)
+    return [{**s, "label": label} for s, label in zip(texts, predicted)]
+
+
 def train_one(
     name: str,
     layers: int | None,
     teacher_dir: str | None,
     save_to: str | None,
     options: dict,
+    transfer: bool = False,
 ) -> dict:
-    """Train one configuration and measure it; ``teacher_dir`` switches distillation on."""
+    """Train one configuration and measure it; ``teacher_dir`` switches distillation on,
+    ``transfer`` adds the teacher-labelled transfer set to the training data."""
     train, test, labels = load_setting(
         Path(options["data_dir"]), options["per_label"], quick=options["quick"]
     )
@@ -66,6 +89,8 @@ def train_one(
     callbacks = []
     if teacher_dir is not None:
         teacher = kgmm.FusedModel.from_pretrained(teacher_dir)
+        if transfer:
+            train = train + transfer_set(teacher, train, options)
         callbacks.append(Distillation(teacher, temperature=options["temperature"], weight=1.0))
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(Path(scratch), options["epochs"])
@@ -78,8 +103,24 @@ def train_one(
         "model": name,
         "text_layers": len(model.encoders["text"].model.encoder.layer),
         "distilled": teacher_dir is not None,
+        "train_utterances": len(train),
         "steps": result.step,
         "train_seconds": train_seconds,
+        **measure(model, test),
+    }
+
+
+def measure_saved(name: str, folder: str, options: dict) -> dict:
+    """Measure a saved teacher without training it again."""
+    _, test, _ = load_setting(
+        Path(options["data_dir"]), options["per_label"], quick=options["quick"]
+    )
+    model = kgmm.FusedModel.from_pretrained(folder)
+    return {
+        "model": name,
+        "text_layers": len(model.encoders["text"].model.encoder.layer),
+        "distilled": False,
+        "reused_from": folder,
         **measure(model, test),
     }
 
@@ -93,6 +134,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--student-layers", type=int, default=3)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--save-teacher", type=Path, default=None, help="keep the teacher here")
+    parser.add_argument(
+        "--teacher", type=Path, default=None, help="a teacher this script saved: not retrained"
+    )
+    parser.add_argument(
+        "--transfer-per-label",
+        type=int,
+        default=0,
+        help="also distil with K teacher-labelled train.csv utterances per intent",
+    )
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="run only these rows (teacher, student, ...)"
+    )
     parser.add_argument("--quick", action="store_true")
     arguments = parser.parse_args(argv)
     epochs = arguments.epochs or (2.0 if arguments.quick else 5.0)
@@ -103,15 +156,32 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": arguments.quick,
         "epochs": epochs,
         "temperature": arguments.temperature,
+        "transfer_per_label": arguments.transfer_per_label,
     }
     layers = arguments.student_layers
     with tempfile.TemporaryDirectory() as scratch:
-        teacher_dir = str(arguments.save_teacher or Path(scratch) / "teacher")
-        rows = [
-            run_isolated(train_one, "teacher", None, None, teacher_dir, options),
-            run_isolated(train_one, "student", layers, None, None, options),
-            run_isolated(train_one, "student + distillation", layers, teacher_dir, None, options),
+        teacher_dir = str(arguments.teacher or arguments.save_teacher or Path(scratch) / "teacher")
+        configs = {
+            "teacher": (train_one, "teacher", None, None, teacher_dir, options)
+            if arguments.teacher is None
+            else (measure_saved, "teacher", teacher_dir, options),
+            "student": (train_one, "student", layers, None, None, options),
+            "student + distillation": (
+                train_one,
+                "student + distillation",
+                layers,
+                teacher_dir,
+                None,
+                options,
+            ),
+        }
+        if arguments.transfer_per_label:
+            name = f"student + distillation + {arguments.transfer_per_label}/intent transfer"
+            configs[name] = (train_one, name, layers, teacher_dir, None, options, True)
+        chosen = [
+            c for c in configs if arguments.only is None or c in arguments.only or c == "teacher"
         ]
+        rows = [run_isolated(*configs[name]) for name in chosen]
     teacher_speed = rows[0]["inference_samples_per_second"]
     for row in rows:
         row["speedup_vs_teacher"] = row["inference_samples_per_second"] / teacher_speed

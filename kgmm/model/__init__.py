@@ -1,6 +1,6 @@
 """The fused model: config, model, output."""
 
-from kgmm.model.adapters import AdapterConfig
+from kgmm.model.adapter_config import AdapterConfig
 from kgmm.model.config import EntityEmbeddingConfig, FusedConfig, LinkingConfig
 from kgmm.model.fused_model import FusedModel
 from kgmm.model.output import ModelOutput

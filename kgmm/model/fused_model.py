@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -18,10 +18,13 @@ from kgmm.graph import KnowledgeGraph
 from kgmm.graph.embeddings import EntityEmbeddings
 from kgmm.graph.linker import EntityLinker
 from kgmm.heads import head_config
-from kgmm.model.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, Adapter, AdapterConfig
+from kgmm.model.adapter_config import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterConfig
 from kgmm.model.builders import build_encoder, build_head
 from kgmm.model.config import FusedConfig
 from kgmm.model.output import ModelOutput
+
+if TYPE_CHECKING:
+    from kgmm.model.adapters import Adapter
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -199,6 +202,8 @@ class FusedModel(nn.Module):
         except those ``config.trainable`` names (the heads by default)."""
         if self.adapter is not None:
             raise ConfigError("the model already has an adapter; merge_adapter() it first")
+        from kgmm.model.adapters import Adapter  # peft takes seconds to import: only when used
+
         self.adapter = Adapter(self, config)
 
     def save_adapter(self, directory: str | Path) -> None:
