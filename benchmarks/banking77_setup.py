@@ -44,8 +44,9 @@ QUICK_INTENTS, QUICK_TRAIN, QUICK_TEST = 5, 8, 8
 def load_setting(
     data_dir: Path, per_label: int = 10, seed: int = 0, quick: bool = False
 ) -> tuple[list[dict], list[dict], list[str]]:
-    """``(train, test, labels)``: ``per_label`` training utterances per intent and the test
-    set; ``quick`` keeps the first 5 intents, 8 training and 8 test utterances each."""
+    """``(train, test, labels)``: ``per_label`` training utterances per intent (0: the whole
+    ``train.csv``) and the test set; ``quick`` keeps the first 5 intents, 8 training and 8
+    test utterances each."""
     data_dir = Path(data_dir)
     if not (data_dir / "train.csv").is_file():
         raise kgmm.DataError(f"{data_dir}: no train.csv; pass --data-dir (BANKING77 folder)")
@@ -55,7 +56,7 @@ def load_setting(
         kept = set(sorted({s["label"] for s in train})[:QUICK_INTENTS])
         train = few_shot([s for s in train if s["label"] in kept], QUICK_TRAIN, seed)
         test = few_shot([s for s in test if s["label"] in kept], QUICK_TEST, seed)
-    else:
+    elif per_label:
         train = few_shot(train, per_label, seed)
     return train, test, sorted({s["label"] for s in train})
 

@@ -125,6 +125,29 @@ def measure_saved(name: str, folder: str, options: dict) -> dict:
     }
 
 
+def inference_speed(teacher_dir: str, layers: int, options: dict, rounds: int = 3) -> dict:
+    """Median test-set ``predict`` samples/s (batch 64) of the teacher and of a student of the
+    same setup with ``layers`` text layers (speed does not depend on trained weights), the
+    two alternating ``rounds`` times in one process so machine load hits both alike."""
+    _, test, labels = load_setting(Path(options["data_dir"]), options["per_label"])
+    models = {
+        "teacher": kgmm.FusedModel.from_pretrained(teacher_dir),
+        "student": build_model(labels, text={"config_overrides": {"num_hidden_layers": layers}}),
+    }
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            started = time.perf_counter()
+            model.predict(test, task=TASK, batch_size=SPEED_BATCH)
+            speeds[name].append(len(test) / (time.perf_counter() - started))
+    medians = {name: sorted(values)[len(values) // 2] for name, values in speeds.items()}
+    return {
+        "rounds": speeds,
+        "median_samples_per_second": medians,
+        "student_speedup": medians["student"] / medians["teacher"],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
@@ -146,6 +169,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--only", nargs="+", default=None, help="run only these rows (teacher, student, ...)"
     )
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="with --teacher: only compare teacher and student inference speed",
+    )
     parser.add_argument("--quick", action="store_true")
     arguments = parser.parse_args(argv)
     epochs = arguments.epochs or (2.0 if arguments.quick else 5.0)
@@ -159,6 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
         "transfer_per_label": arguments.transfer_per_label,
     }
     layers = arguments.student_layers
+    if arguments.speed_only:
+        if arguments.teacher is None:
+            raise kgmm.ConfigError("--speed-only needs --teacher (a saved teacher folder)")
+        speed = run_isolated(inference_speed, str(arguments.teacher), layers, options)
+        print(f"inference samples/s (batch {SPEED_BATCH}): {speed['median_samples_per_second']}")
+        print(f"student speed-up: {speed['student_speedup']:.2f}x")
+        write_results(arguments.out, "distillation_speed", [speed], **options)
+        return speed
     with tempfile.TemporaryDirectory() as scratch:
         teacher_dir = str(arguments.teacher or arguments.save_teacher or Path(scratch) / "teacher")
         configs = {
