@@ -16,7 +16,6 @@ the linked entities and their 1-hop neighbours.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ import kgmm
 from kgmm.data.intents import few_shot, load_intent_csv, stratified_split
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import accuracy, confidence_interval, format_table, macro_f1
-from kgmm.training import run_environment
+from kgmm.training import arguments_record, run_environment, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "banking77"
@@ -256,13 +255,12 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "published_test_accuracy_percent": published,
         "seed": args.seed,
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "arguments": arguments_record(args),
         "wall_seconds": time.perf_counter() - started,
         **run_environment(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results written to {args.out / 'results.json'} ({summary['wall_seconds']:.0f} s)")
+    path = write_results(args.out, summary)
+    print(f"results written to {path} ({summary['wall_seconds']:.0f} s)")
     return summary
 
 

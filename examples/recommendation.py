@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from collections import defaultdict
@@ -38,7 +37,7 @@ import kgmm
 from kgmm.data import KGRecData, kgcn_protocol, load_kgrec
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import auc, f1_at_threshold, format_table, topk_metrics
-from kgmm.training import run_environment
+from kgmm.training import arguments_record, run_environment, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kgrec_music_lastfm"
@@ -404,13 +403,12 @@ def main(argv: list[str] | None = None) -> dict:
         "published_test_auc_f1": PUBLISHED,
         "seed": args.seed,
         "split_seed": args.split_seed,
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "arguments": arguments_record(args),
         "wall_seconds": time.perf_counter() - started,
         **run_environment(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results written to {args.out / 'results.json'} ({summary['wall_seconds']:.0f} s)")
+    path = write_results(args.out, summary)
+    print(f"results written to {path} ({summary['wall_seconds']:.0f} s)")
     return summary
 
 

@@ -12,7 +12,7 @@ from kgmm.training.online import AdaptResult, ReplayBuffer, ReplayMixer, WeightA
 from kgmm.training.optimization import LearningRateSchedule
 from kgmm.training.privacy import DifferentialPrivacy
 from kgmm.training.run_config import trainer_from_config
-from kgmm.training.run_environment import run_environment
+from kgmm.training.run_environment import arguments_record, run_environment, write_results
 from kgmm.training.task_sampler import TaskSampler
 from kgmm.training.trainer import Trainer, TrainResult
 
@@ -33,9 +33,11 @@ __all__ = [
     "TrainingArguments",
     "WeightAnchor",
     "adapt",
+    "arguments_record",
     "embedding_attack_accuracy",
     "evaluate_task",
     "latest_checkpoint",
     "run_environment",
+    "write_results",
     "trainer_from_config",
 ]

@@ -1,7 +1,9 @@
-"""Where a run happened: hardware, library versions and the git commit, for results files."""
+"""Where a run happened (hardware, library versions, git commit) and writing results files."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import subprocess
@@ -37,3 +39,16 @@ def run_environment() -> dict[str, Any]:
         },
         "git_commit": git_commit(),
     }
+
+
+def arguments_record(arguments: argparse.Namespace) -> dict[str, Any]:
+    """A script's parsed arguments as JSON-ready values (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(arguments).items()}
+
+
+def write_results(folder: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` as ``folder/results.json`` (creating ``folder``); return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "results.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
