@@ -27,7 +27,7 @@ import kgmm
 from kgmm.data.intents import few_shot, load_intent_csv, stratified_split
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import accuracy, confidence_interval, format_table, macro_f1
-from kgmm.training import arguments_record, run_environment, write_results
+from kgmm.training import finish_run
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "banking77"
@@ -254,14 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "runs": runs,
         "published_test_accuracy_percent": published,
-        "seed": args.seed,
-        "arguments": arguments_record(args),
-        "wall_seconds": time.perf_counter() - started,
-        **run_environment(),
     }
-    path = write_results(args.out, summary)
-    print(f"results written to {path} ({summary['wall_seconds']:.0f} s)")
-    return summary
+    return finish_run(args, summary, started)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Hetionet folders the bundled ``graphs/medical.tsv`` is used.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -32,7 +31,7 @@ from kgmm.data.pubmedqa import load_pubmedqa
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import accuracy, confidence_interval, format_table, macro_f1
 from kgmm.resources import bundled_graph_path
-from kgmm.training import run_environment
+from kgmm.training import finish_run
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TASK = "qa"
@@ -296,15 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "majority_baseline": majority,
         "published": PUBLISHED,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "seed": args.seed,
-        "seconds": time.perf_counter() - started,
-        **run_environment(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"done in {results['seconds']:.0f} s; results in {args.out / 'results.json'}")
-    return results
+    return finish_run(args, results, started)
 
 
 if __name__ == "__main__":

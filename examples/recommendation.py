@@ -37,7 +37,7 @@ import kgmm
 from kgmm.data import KGRecData, kgcn_protocol, load_kgrec
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import auc, f1_at_threshold, format_table, topk_metrics
-from kgmm.training import arguments_record, run_environment, write_results
+from kgmm.training import finish_run
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kgrec_music_lastfm"
@@ -401,15 +401,9 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "baseline_grid": baseline_grid,
         "published_test_auc_f1": PUBLISHED,
-        "seed": args.seed,
         "split_seed": args.split_seed,
-        "arguments": arguments_record(args),
-        "wall_seconds": time.perf_counter() - started,
-        **run_environment(),
     }
-    path = write_results(args.out, summary)
-    print(f"results written to {path} ({summary['wall_seconds']:.0f} s)")
-    return summary
+    return finish_run(args, summary, started)
 
 
 if __name__ == "__main__":

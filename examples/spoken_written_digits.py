@@ -46,7 +46,6 @@ recognition (classification heads, no graph). ``--quick`` trains on a small slic
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -61,7 +60,7 @@ import kgmm
 from kgmm.data.digits import load_digit_images, load_fsdd
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import confidence_interval, format_table
-from kgmm.training import run_environment
+from kgmm.training import finish_run
 
 NAME = "spoken_written_digits"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -383,18 +382,9 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
         "epochs": epochs,
         "recognition_epochs": recognition_epochs,
-        "seed": args.seed,
-        "seconds": time.perf_counter() - started,
-        **run_environment(),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        f"majority baseline {chance:.3f}; done in {summary['seconds']:.0f} s; "
-        f"results in {out / 'results.json'}"
-    )
-    return summary
+    print(f"majority baseline {chance:.3f}")
+    return finish_run(args, summary, started)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -404,7 +394,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=str(DEFAULT_DATA_DIR),
         help="folder holding fsdd/ and digits_uci_sklearn/",
     )
-    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / NAME))
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / NAME)
     parser.add_argument("--quick", action="store_true", help="small slice, short training")
     parser.add_argument("--knowledge", choices=("on", "off", "random"), default="on")
     parser.add_argument("--ablation", action="store_true", help="knowledge on, off and random")

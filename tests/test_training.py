@@ -25,6 +25,7 @@ from kgmm.fusion import FusionConfig
 from kgmm.training import (
     LearningRateSchedule,
     TaskSampler,
+    TimeBudget,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -377,6 +378,37 @@ def test_early_stopping_keeps_the_best_model(tmp_path):
     )
     summary = json.loads((run / f"checkpoint-{result.step}" / "trainer_state.json").read_text())
     assert summary["best_step"] == best_step
+
+
+class SlowEvaluation(TrainerCallback):
+    def on_evaluate(self, trainer, step, metrics):
+        time.sleep(0.3)
+
+
+def test_training_seconds_leave_out_evaluation_time(tmp_path):
+    train, evaluation = datasets(("intent",))
+    args = arguments(tmp_path, max_steps=4, eval_steps=1, metric_for_best_model="intent/loss")
+    model = build_model(dropout=0.0, tasks=("intent",))
+    Trainer(model, train, evaluation, args, callbacks=[SlowEvaluation()]).train()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    last_eval = [r for r in records if r["split"] == "eval"][-1]
+    assert last_eval["step"] == 4
+    assert last_eval["seconds"] - last_eval["training_seconds"] >= 3 * 0.3  # earlier evals
+
+
+def test_time_budget_stops_training_and_records_the_curve(tmp_path):
+    train, evaluation = datasets(("intent",))
+    budget = TimeBudget(1e-6)
+    args = arguments(tmp_path, max_steps=50, eval_steps=0, metric_for_best_model="intent/loss")
+    model = build_model(dropout=0.0, tasks=("intent",))
+    result = Trainer(model, train, evaluation, args, callbacks=[budget]).train()
+    assert result.step == 1 and budget.exhausted
+    assert [(step, sorted(m)) for _, step, m in budget.curve] == [
+        (1, ["intent/accuracy", "intent/loss", "intent/macro_f1"])
+    ]
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+    with pytest.raises(ConfigError, match="positive number of seconds"):
+        TimeBudget(0)
 
 
 # ---------------------------------------------------------------------------- configuration

@@ -10,8 +10,10 @@ from kgmm.data.kgrec import (
     load_kgrec_preprocessed,
     load_kgrec_raw,
 )
+from kgmm.data.lexicon import lexicon_graph, read_lexicon, vocabulary
 from kgmm.data.manifest import read_manifest
 from kgmm.data.noise import character_noise, noisy_samples
+from kgmm.data.parallel import load_parallel, parallel_file, parallel_splits, read_sentences
 
 __all__ = [
     "Collator",
@@ -20,9 +22,16 @@ __all__ = [
     "TextAugmenter",
     "character_noise",
     "kgcn_protocol",
+    "lexicon_graph",
     "load_kgrec",
     "load_kgrec_preprocessed",
     "load_kgrec_raw",
+    "load_parallel",
     "noisy_samples",
+    "parallel_file",
+    "parallel_splits",
+    "read_lexicon",
     "read_manifest",
+    "read_sentences",
+    "vocabulary",
 ]

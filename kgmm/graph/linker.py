@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from kgmm.errors import ConfigError, DataError
-from kgmm.graph.entity import Mention
+from kgmm.graph.entity import Entity, Mention
 from kgmm.graph.knowledge_graph import KnowledgeGraph
 
 ENGLISH_STOPWORDS = frozenset(
@@ -155,6 +155,9 @@ class EntityLinker:
     compared by cosine with each entity's name. Spans whose best entity reaches
     ``dense_threshold`` are kept, highest cosine first, without overlaps; their score is
     the cosine. Results of the last ``cache_size`` distinct texts are cached.
+
+    ``types`` limits linking to entities of those types (for example the source-language
+    side of a bilingual lexicon); the others stay in the graph as neighbours.
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class EntityLinker:
         max_ngram: int = 4,
         stopwords: Iterable[str] = ENGLISH_STOPWORDS,
         cache_size: int = 1024,
+        types: Iterable[str] | None = None,
     ) -> None:
         if min_length < 1:
             raise ConfigError(f"min_length must be at least 1, got {min_length}")
@@ -185,9 +189,13 @@ class EntityLinker:
         self.dense_threshold = dense_threshold
         self.max_ngram = max_ngram
         self.stopwords = frozenset(_normalise(word, True) for word in stopwords)
+        self.types = None if types is None else frozenset(types)
+        if self.types is not None and not self.types:
+            raise ConfigError("types is empty: no entity could be linked; pass None for all")
         self._dense_source = dense_model
         self._model: Any = None
         self._entity_vectors: np.ndarray | None = None
+        self._dense_ids = np.zeros(0, dtype=np.int64)  # entity id of each row of the vectors
         self._cache: OrderedDict[str, tuple[Mention, ...]] = OrderedDict()
         self._cache_size = cache_size
         # Each indexed form (tokens joined by spaces) and each proper prefix of a form maps
@@ -210,9 +218,14 @@ class EntityLinker:
             return None
         return " ".join(forms)
 
+    def _linkable(self, entity: Entity) -> bool:
+        return self.types is None or entity.type in self.types
+
     def _build_index(self) -> None:
         ranked: dict[str, list[tuple[int, int]]] = {}
         for entity in self.kg.entities():
+            if not self._linkable(entity):
+                continue
             surfaces = [(0, entity.key), (0, entity.name), *((1, a) for a in entity.aliases)]
             for rank, surface in surfaces:
                 form = self._surface_form(surface)
@@ -370,14 +383,18 @@ class EntityLinker:
         if len(entities):
             for start in range(0, len(phrases), _SIMILARITY_CHUNK):
                 similarity = vectors[start : start + _SIMILARITY_CHUNK] @ entities.T
-                best_entity[start : start + len(similarity)] = similarity.argmax(axis=1)
+                best_entity[start : start + len(similarity)] = self._dense_ids[
+                    similarity.argmax(axis=1)
+                ]
                 best_score[start : start + len(similarity)] = similarity.max(axis=1)
         return best_entity, best_score
 
     def _entity_embeddings(self) -> np.ndarray:
         """Unit-length embeddings of every entity's name, computed once."""
         if self._entity_vectors is None:
-            names = [entity.name.replace("_", " ") for entity in self.kg.entities()]
+            linkable = [e for e in self.kg.entities() if self._linkable(e)]
+            self._dense_ids = np.array([e.id for e in linkable], dtype=np.int64)
+            names = [entity.name.replace("_", " ") for entity in linkable]
             vectors = self._load_model().encode(
                 names,
                 batch_size=_DENSE_BATCH,

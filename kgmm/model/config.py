@@ -21,6 +21,7 @@ class LinkingConfig:
     max_entities: int = 64
     dense: bool = False
     dense_threshold: float = 0.75
+    types: list[str] | None = None  # link only entities of these types (None: all)
 
 
 @dataclass

@@ -148,7 +148,10 @@ class FusedModel(nn.Module):
         if self._linker is None and self.kg is not None:
             linking = self.config.linking
             self._linker = EntityLinker(
-                self.kg, dense=linking.dense, dense_threshold=linking.dense_threshold
+                self.kg,
+                dense=linking.dense,
+                dense_threshold=linking.dense_threshold,
+                types=linking.types,
             )
         return self._linker
 

@@ -12,8 +12,14 @@ from kgmm.training.online import AdaptResult, ReplayBuffer, ReplayMixer, WeightA
 from kgmm.training.optimization import LearningRateSchedule
 from kgmm.training.privacy import DifferentialPrivacy
 from kgmm.training.run_config import trainer_from_config
-from kgmm.training.run_environment import arguments_record, run_environment, write_results
+from kgmm.training.run_environment import (
+    arguments_record,
+    finish_run,
+    run_environment,
+    write_results,
+)
 from kgmm.training.task_sampler import TaskSampler
+from kgmm.training.time_budget import TimeBudget
 from kgmm.training.trainer import Trainer, TrainResult
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "ReplayBuffer",
     "ReplayMixer",
     "TaskSampler",
+    "TimeBudget",
     "TrainResult",
     "Trainer",
     "TrainerCallback",
@@ -36,6 +43,7 @@ __all__ = [
     "arguments_record",
     "embedding_attack_accuracy",
     "evaluate_task",
+    "finish_run",
     "latest_checkpoint",
     "run_environment",
     "write_results",

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,19 @@ def write_results(folder: Path, summary: dict[str, Any]) -> Path:
     path = folder / "results.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     return path
+
+
+def finish_run(arguments: argparse.Namespace, summary: dict[str, Any], started: float) -> dict:
+    """Complete an example's ``summary`` with its seed, arguments, wall time since
+    ``started`` (``time.perf_counter()``), hardware and commit; write it to
+    ``arguments.out/results.json``, say where, and return it."""
+    summary = {
+        **summary,
+        "seed": arguments.seed,
+        "arguments": arguments_record(arguments),
+        "wall_seconds": time.perf_counter() - started,
+        **run_environment(),
+    }
+    path = write_results(arguments.out, summary)
+    print(f"results written to {path} ({summary['wall_seconds']:.0f} s)")
+    return summary

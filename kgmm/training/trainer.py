@@ -185,6 +185,8 @@ class Trainer:
             remove_unfinished(self.output_dir)
         resume = self._checkpoint_to_resume()
         self._seconds_before = 0.0
+        self._training_seconds_before = 0.0
+        self._paused = 0.0  # seconds spent evaluating and saving in this call
         if resume is not None:
             self._load_checkpoint(resume, streams, sampler)
         else:
@@ -325,6 +327,7 @@ class Trainer:
         if self._grad_norm is not None:
             record["grad_norm"] = float(self._grad_norm)
         record["seconds"] = self._seconds()
+        record["training_seconds"] = self.training_seconds
         record["fusion_gates"] = self.model.fusion.gate_values()
         for callback in self.callbacks:
             callback.on_log(self, record)
@@ -334,6 +337,13 @@ class Trainer:
 
     def _seconds(self) -> float:
         return self._seconds_before + time.perf_counter() - self._started
+
+    @property
+    def training_seconds(self) -> float:
+        """Wall seconds of :meth:`train` so far without evaluations and checkpoint saving
+        (resumed runs include the time before the checkpoint)."""
+        now = time.perf_counter()
+        return self._training_seconds_before + now - self._started - self._paused
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, task: str | None = None) -> dict[str, float]:
@@ -372,19 +382,24 @@ class Trainer:
 
     def _evaluate_and_select(self) -> bool:
         """Evaluate, log, save a new best model; True when early stopping ends training."""
+        paused_at, training_seconds = time.perf_counter(), self.training_seconds
         metrics = self.evaluate()
+        self._paused += time.perf_counter() - paused_at
+        paused_at = time.perf_counter()  # saving the best model is not training either
         self.log.write(
             {
                 "split": "eval",
                 "step": self.step,
                 "epoch": self.step / self.steps_per_epoch,
                 "seconds": self._seconds(),
+                "training_seconds": training_seconds,
                 **metrics,
             }
         )
         for callback in self.callbacks:
             callback.on_evaluate(self, self.step, metrics)
         if self.tracker is None:
+            self._paused += time.perf_counter() - paused_at
             return False
         name = self.args.metric_for_best_model
         if name not in metrics:
@@ -399,6 +414,7 @@ class Trainer:
             self.model.save_pretrained(staging)
             publish(staging, best)
         self.distributed.barrier()
+        self._paused += time.perf_counter() - paused_at
         if self.tracker.should_stop:
             self.should_stop = True
         return self.tracker.should_stop
@@ -420,6 +436,7 @@ class Trainer:
 
     def _save_checkpoint(self, streams: dict[str, TaskStream], sampler: TaskSampler) -> None:
         """Write ``checkpoint-STEP`` through a staging folder renamed into place last."""
+        paused_at = time.perf_counter()
         final = checkpoint_dir(self.output_dir, self.step)
         staging = staging_dir(final)
         main = self.distributed.is_main
@@ -434,6 +451,7 @@ class Trainer:
             state = {
                 "step": self.step,
                 "seconds": self._seconds(),
+                "training_seconds": self.training_seconds,
                 "world_size": self.distributed.world_size,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
@@ -454,6 +472,7 @@ class Trainer:
             if self.args.save_total_limit:
                 prune_checkpoints(self.output_dir, self.args.save_total_limit)
         self.distributed.barrier()
+        self._paused += time.perf_counter() - paused_at
 
     def _load_checkpoint(
         self, folder: Path, streams: dict[str, TaskStream], sampler: TaskSampler
@@ -472,6 +491,7 @@ class Trainer:
             self.tracker.load_state_dict(state["best"])
         self.step = int(state["step"])
         self._seconds_before = float(state["seconds"])
+        self._training_seconds_before = float(state.get("training_seconds", state["seconds"]))
         rng_file = rng_state_file(folder, self.distributed.rank)
         set_rng_state(load_state(rng_file if rng_file.exists() else rng_state_file(folder, 0)))
         self.log.truncate_after(self.step)
