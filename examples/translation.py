@@ -267,7 +267,7 @@ def train_and_test(
             "sacrebleu_details": sacre.details,
             "tokenized_bleu": tokenized_bleu(hypotheses, references).score,
             "chrf": chrf(hypotheses, references).score,
-            "vocabulary": lexicon_accuracy(
+            "lexicon_words": lexicon_accuracy(
                 kg, linker, args.tgt, samples, hypotheses, source_counts
             ),
             "decode_seconds": seconds,
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for run in runs:
         for name, score in run["tests"].items():
-            words = score["vocabulary"]
+            words = score["lexicon_words"]
             rows.append(
                 {
                     "model": f"MiniLM + decoder, KG {run['knowledge']}",

@@ -389,7 +389,11 @@ def test_training_seconds_leave_out_evaluation_time(tmp_path):
     train, evaluation = datasets(("intent",))
     args = arguments(tmp_path, max_steps=4, eval_steps=1, metric_for_best_model="intent/loss")
     model = build_model(dropout=0.0, tasks=("intent",))
-    Trainer(model, train, evaluation, args, callbacks=[SlowEvaluation()]).train()
+    trainer = Trainer(model, train, evaluation, args, callbacks=[SlowEvaluation()])
+    trainer.train()
+    finished = trainer.training_seconds
+    time.sleep(0.05)
+    assert trainer.training_seconds == finished  # the clock stops when train() returns
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     last_eval = [r for r in records if r["split"] == "eval"][-1]
     assert last_eval["step"] == 4

@@ -187,6 +187,7 @@ class Trainer:
         self._seconds_before = 0.0
         self._training_seconds_before = 0.0
         self._paused = 0.0  # seconds spent evaluating and saving in this call
+        self._ended: float | None = None  # when this call returned
         if resume is not None:
             self._load_checkpoint(resume, streams, sampler)
         else:
@@ -235,6 +236,7 @@ class Trainer:
         if last_saved != self.step:
             self._save_checkpoint(streams, sampler)
         tracker = self.tracker
+        self._ended = time.perf_counter()
         return TrainResult(
             step=self.step,
             training_loss=run_loss / run_steps if run_steps else None,
@@ -342,7 +344,7 @@ class Trainer:
     def training_seconds(self) -> float:
         """Wall seconds of :meth:`train` so far without evaluations and checkpoint saving
         (resumed runs include the time before the checkpoint)."""
-        now = time.perf_counter()
+        now = self._ended or time.perf_counter()
         return self._training_seconds_before + now - self._started - self._paused
 
     # ------------------------------------------------------------------ evaluation
