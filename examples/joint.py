@@ -57,7 +57,7 @@ LEARNING_RATES = {
     "fusion.*": 5e-4,
 }
 # --quick: QA questions, translation pairs, Last.FM users, test items per task, steps per task.
-QUICK_QA, QUICK_MT, QUICK_USERS, QUICK_TEST, QUICK_STEPS = 48, 300, 200, 24, 6
+QUICK_QA, QUICK_MT, QUICK_USERS, QUICK_TEST, QUICK_STEPS = 48, 300, 200, 24, 16
 QUICK_MAX_LENGTH = 96
 
 
