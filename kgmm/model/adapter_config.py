@@ -4,10 +4,11 @@ trains. Kept apart from :mod:`kgmm.model.adapters` so that reading a config (and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kgmm.errors import ConfigError
+from kgmm.model.config import build_config
 
 METHODS = ("lora", "adalora", "ia3", "prefix")
 TARGETS = ("text", "fusion")
@@ -87,8 +88,4 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown adapter fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return build_config(cls, data, "adapter")

@@ -57,9 +57,9 @@ class FusedConfig:
         if isinstance(self.fusion, dict):
             self.fusion = FusionConfig.from_dict(self.fusion)
         if isinstance(self.linking, dict):
-            self.linking = _build(LinkingConfig, self.linking, "linking")
+            self.linking = build_config(LinkingConfig, self.linking, "linking")
         if isinstance(self.entity_embeddings, dict):
-            self.entity_embeddings = _build(
+            self.entity_embeddings = build_config(
                 EntityEmbeddingConfig, self.entity_embeddings, "entity_embeddings"
             )
         if self.entity_embeddings.source not in ENTITY_SOURCES:
@@ -86,7 +86,7 @@ class FusedConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FusedConfig":
-        return _build(cls, data, "FusedConfig")
+        return build_config(cls, data, "FusedConfig")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
@@ -99,7 +99,8 @@ class FusedConfig:
             raise ConfigError(f"{path}: cannot read the model config ({error})") from None
 
 
-def _build(kind: type, data: dict[str, Any], where: str):
+def build_config(kind: type, data: dict[str, Any], where: str):
+    """``kind(**data)`` for a config dataclass; unknown keys are a ConfigError naming ``where``."""
     known = set(kind.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
