@@ -1,8 +1,11 @@
 """PubMedQA PQA-L: answer yes / no / maybe from a question and its abstract, with a medical KG.
 
 Protocol (Jin et al. 2019): the 500 PMIDs of ``test_ground_truth.json`` are the test set;
-the other 500 train the model, with a dev slice held out per label (fixed seed) for early
-stopping. The text encoder (packaged MiniLM) reads the (question, context) pair; the
+the other 500 train the model, with a dev slice (20%) held out per label (seeded) to pick the
+epoch by accuracy. Training has two phases: (question, conclusion) of the training questions
+(the "reasoning-free" task; ``--conclusion-epochs``), then (question, context), the task
+scored. Long abstracts lose their start, not their results (``--truncation-side left``).
+The text encoder (packaged MiniLM) reads the (question, context) pair; the
 knowledge graph is Hetionet's nodes of the kinds that name things in free text (anatomy,
 diseases, symptoms, compounds, drug classes, side effects) with PharmacotherapyDB's
 treats/palliates and HSDN's presents edges, linked from question and context. Without the
@@ -20,6 +23,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -63,12 +67,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--encoder-lr", type=float, default=3e-5)
+    parser.add_argument("--encoder-lr", type=float, default=2e-5)
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--gate-lr", type=float, default=2e-2)
-    parser.add_argument("--dev-fraction", type=float, default=0.1)
+    parser.add_argument("--dev-fraction", type=float, default=0.2)
+    parser.add_argument(
+        "--truncation-side",
+        choices=("left", "right"),
+        default="left",
+        help="which end of a too-long abstract to drop (left keeps the results)",
+    )
+    parser.add_argument(
+        "--text-model",
+        default=None,
+        help="Hugging Face checkpoint folder or name for the text encoder (default: the "
+        "packaged MiniLM; a biomedical checkpoint such as BioLinkBERT needs its own download)",
+    )
+    parser.add_argument(
+        "--freeze-encoder", action="store_true", help="train only the fusion and the head"
+    )
+    parser.add_argument("--class-weights", choices=("balanced", "none"), default="none")
+    parser.add_argument(
+        "--select", choices=("accuracy", "macro_f1"), default="accuracy", help="dev metric"
+    )
+    parser.add_argument(
+        "--conclusion-epochs",
+        type=int,
+        default=2,
+        help="first train on (question, conclusion) of the training questions",
+    )
     args = parser.parse_args(argv)
-    args.epochs = args.epochs or (3 if args.quick else 4)
+    args.epochs = args.epochs or 3
     args.max_length = args.max_length or (128 if args.quick else 256)
     args.kinds = args.kinds or list(QUICK_KINDS if args.quick else TEXT_KINDS)
     return args
@@ -125,7 +154,12 @@ def build_model(
     args: argparse.Namespace,
 ) -> kgmm.FusedModel:
     config = kgmm.FusedConfig(
-        text={"max_length": args.max_length},
+        text={
+            "model_name_or_path": args.text_model,
+            "max_length": args.max_length,
+            "truncation_side": args.truncation_side,
+            "freeze": args.freeze_encoder,
+        },
         fusion=FusionConfig(d_model=384, num_heads=6, dropout=0.1, knowledge=knowledge),
         heads={TASK: {"type": "qa", "answers": answers, "dropout": 0.1}},
         linking={"hops": 1, "max_entities": 48},
@@ -170,28 +204,30 @@ def scores(model: kgmm.FusedModel, samples: list[dict]) -> dict[str, float]:
     return {"accuracy": accuracy(truth, predicted), "macro_f1": macro_f1(truth, predicted)}
 
 
-def train(
-    model: kgmm.FusedModel, train_set: list[dict], dev_set: list[dict], args: argparse.Namespace
-) -> dict:
-    """Class-weighted cross-entropy, linear decay, bf16 autocast; keeps the weights of the
-    epoch with the best dev macro-F1 (ties: later epoch loses)."""
-    answers = model.heads[TASK].answers
-    counts = Counter(s["answer"] for s in train_set)
-    weight = torch.tensor([len(train_set) / (len(answers) * counts[a]) for a in answers])
+def class_weights(samples: list[dict], answers: list[str], mode: str) -> torch.Tensor | None:
+    """``balanced``: each answer weighs ``n / (k * count)``; ``none``: plain cross-entropy."""
+    if mode == "none":
+        return None
+    counts = Counter(s["answer"] for s in samples)
+    return torch.tensor([len(samples) / (len(answers) * counts[a]) for a in answers])
+
+
+def fit(
+    model: kgmm.FusedModel, samples: list[dict], epochs: int, args: argparse.Namespace
+) -> Iterator[tuple[int, float]]:
+    """Train for ``epochs`` (bf16 autocast, warmup then linear decay, clipped gradients),
+    yielding ``(epoch, mean loss)`` after each."""
+    weight = class_weights(samples, model.heads[TASK].answers, args.class_weights)
     collate = model.collator(TASK)
     optimizer = optimizer_for(model, args)
-    steps_per_epoch = -(-len(train_set) // args.batch_size)
-    total = steps_per_epoch * args.epochs
+    total = -(-len(samples) // args.batch_size) * epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / (0.1 * total), max(0.0, (total - step) / total))
     )
     rng = random.Random(args.seed)
-    best: dict = {"macro_f1": -1.0}
-    history = []
-    for epoch in range(1, args.epochs + 1):
-        started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
         model.train()
-        order = list(train_set)
+        order = list(samples)
         rng.shuffle(order)
         losses = []
         for start in range(0, len(order), args.batch_size):
@@ -205,22 +241,53 @@ def train(
             optimizer.step()
             schedule.step()
             losses.append(float(loss.detach()))
+        yield epoch, sum(losses) / len(losses)
+
+
+def conclusion_samples(samples: list[dict]) -> list[dict]:
+    """(question, conclusion) pairs of training questions: the reasoning-free task of Jin et
+    al. 2019, used as a first phase (the test questions' conclusions are never read)."""
+    return [
+        {**s, "text": (s["text"][0], s["long_answer"])} for s in samples if s.get("long_answer")
+    ]
+
+
+def train(
+    model: kgmm.FusedModel, train_set: list[dict], dev_set: list[dict], args: argparse.Namespace
+) -> dict:
+    """An optional first phase on the training questions' conclusions, then (question,
+    context); keeps the weights of the epoch with the best dev ``args.select`` (ties: the
+    earlier epoch)."""
+    phase = []
+    if args.conclusion_epochs:
+        conclusions = conclusion_samples(train_set)
+        for epoch, loss in fit(model, conclusions, args.conclusion_epochs, args):
+            dev = scores(model, dev_set)
+            phase.append({"epoch": epoch, "loss": loss, **dev})
+            print(f"  conclusions epoch {epoch}: loss {loss:.4f}  dev {_scores_text(dev)}")
+    best: dict = {args.select: -1.0}
+    history = []
+    started = time.perf_counter()
+    for epoch, loss in fit(model, train_set, args.epochs, args):
         dev = scores(model, dev_set)
         gate = model.fusion.gate_values()[0]
         seconds = time.perf_counter() - started
-        loss = sum(losses) / len(losses)
         history.append({"epoch": epoch, "loss": loss, **dev, "gate": gate, "seconds": seconds})
         print(
-            f"  epoch {epoch}: loss {loss:.4f}  dev accuracy "
-            f"{dev['accuracy']:.3f}  macro-F1 {dev['macro_f1']:.3f}  gate {gate:+.3f}  "
+            f"  epoch {epoch}: loss {loss:.4f}  dev {_scores_text(dev)}  gate {gate:+.3f}  "
             f"{seconds:.0f} s",
             flush=True,
         )
-        if dev["macro_f1"] > best["macro_f1"]:
+        if dev[args.select] > best[args.select]:
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best = {"epoch": epoch, **dev, "state": state}
+        started = time.perf_counter()
     model.load_state_dict(best.pop("state"))
-    return {"best_epoch": best["epoch"], "dev": best, "history": history}
+    return {"best_epoch": best["epoch"], "dev": best, "conclusion_phase": phase, "history": history}
+
+
+def _scores_text(scores: dict[str, float]) -> str:
+    return f"accuracy {scores['accuracy']:.3f}  macro-F1 {scores['macro_f1']:.3f}"
 
 
 def run_one(

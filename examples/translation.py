@@ -49,6 +49,7 @@ DEFAULT_LEXICONS = (
     DATASETS / "lexicon_en_de" / "muse-en-de.tsv",
 )
 TASK = "mt"
+ENTITY_DIM = 384  # MiniLM's width, as the MiniLM entity vectors have
 KNOWLEDGE_MODES = ("on", "off", "random")
 DEFAULT_TESTS = ("test_2016_flickr", "test_2017_flickr")
 RARE_MAX_COUNT = 5
@@ -138,11 +139,13 @@ def load_data(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict[st
 
 def build_model(
     kg: kgmm.KnowledgeGraph,
-    embeddings: kgmm.EntityEmbeddings,
+    embeddings: kgmm.EntityEmbeddings | None,
     tokenizer,
     knowledge: str,
     args: argparse.Namespace,
 ) -> kgmm.FusedModel:
+    """``embeddings=None`` (knowledge off only): the model never reads its entity table, so
+    seeded random vectors of MiniLM's width stand in for embedding every lexicon entry."""
     config = kgmm.FusedConfig(
         text={"max_length": 64, "freeze": args.freeze_encoder},
         fusion=FusionConfig(
@@ -161,6 +164,7 @@ def build_model(
             }
         },
         linking={"hops": 1, "max_entities": args.max_entities, "types": [args.src]},
+        entity_embeddings={"source": "random", "dim": ENTITY_DIM} if embeddings is None else {},
         seed=args.seed,
     )
     return kgmm.FusedModel(config, kg=kg, entity_embeddings=embeddings)
@@ -217,7 +221,7 @@ def lexicon_accuracy(
 
 def train_and_test(
     kg: kgmm.KnowledgeGraph,
-    embeddings: kgmm.EntityEmbeddings,
+    embeddings: kgmm.EntityEmbeddings | None,
     tokenizer,
     knowledge: str,
     data: tuple[list[dict], list[dict], dict[str, list[dict]]],
@@ -311,7 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"target BPE vocabulary {tokenizer.get_vocab_size()}"
     )
     modes = KNOWLEDGE_MODES if args.ablation else (args.knowledge,)
-    embeddings = kgmm.EntityEmbeddings.from_text(kg, progress=not args.quick)
+    embeddings = (
+        None if modes == ("off",) else kgmm.EntityEmbeddings.from_text(kg, progress=not args.quick)
+    )
     runs = [train_and_test(kg, embeddings, tokenizer, mode, data, args) for mode in modes]
     rows = []
     for run in runs:

@@ -99,6 +99,22 @@ def test_text_truncates_to_max_length() -> None:
     assert batch["input_ids"].shape == (1, 8)
 
 
+def test_text_left_truncation_keeps_the_question_and_the_end_of_the_context() -> None:
+    encoder = TextEncoder(
+        random_init=True, config_overrides=TINY_BERT, max_length=12, truncation_side="left"
+    )
+    context = "background words here then " * 5 + "results showed benefit"
+    ids = encoder.preprocessor([("does it work?", context)])["input_ids"][0]
+    text = encoder.tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.startswith("does it work?") and text.endswith("results showed benefit")
+    assert len(ids) == 12
+
+
+def test_text_rejects_an_unknown_truncation_side() -> None:
+    with pytest.raises(ConfigError, match="truncation_side must be 'right' or 'left'"):
+        TextEncoder(random_init=True, config_overrides=TINY_BERT, truncation_side="middle")
+
+
 def test_text_pairs_get_segment_ids(tiny_text: TextEncoder) -> None:
     batch = tiny_text.preprocessor([("what causes flu?", "a virus"), "a single text"])
     assert batch["token_type_ids"][0].max() == 1

@@ -85,6 +85,15 @@ def test_pubmedqa_splits_by_ground_truth(tmp_path):
     assert test == [{"id": "2", "text": ("Does 2 work?", "Background. Results."), "answer": "no"}]
 
 
+def test_pubmedqa_keeps_the_long_answer_apart_from_the_context(tmp_path):
+    entry = {**pqal("1", "yes"), "LONG_ANSWER": "It works."}
+    write(tmp_path / "ori_pqal.json", json.dumps({"1": entry, "2": pqal("2", "no")}))
+    write(tmp_path / "test_ground_truth.json", json.dumps({"2": "no"}))
+    (sample,), _ = load_pubmedqa(tmp_path)
+    assert sample["long_answer"] == "It works."
+    assert "It works." not in sample["text"][1]
+
+
 @pytest.mark.parametrize(
     ("questions", "truth", "message"),
     [
@@ -100,6 +109,11 @@ def test_pubmedqa_splits_by_ground_truth(tmp_path):
             r"test_ground_truth.json: PMID 9 is not in ori_pqal.json",
         ),
         (json.dumps({"1": pqal("1", "yes")}), "[]", r"ground_truth.json: expected a non-empty"),
+        (
+            json.dumps({"1": {**pqal("1", "yes"), "LONG_ANSWER": ["a"]}}),
+            '{"1": "yes"}',
+            r"ori_pqal.json: PMID 1: field 'LONG_ANSWER' must be a string",
+        ),
     ],
 )
 def test_pubmedqa_malformed_files(tmp_path, questions, truth, message):

@@ -1,7 +1,10 @@
 """PubMedQA PQA-L (Jin et al. 2019): ``ori_pqal.json`` + ``test_ground_truth.json``.
 
 Each sample is ``{"id": PMID, "text": (question, context), "answer": yes|no|maybe}`` where
-the context is the abstract without its conclusion (the ``CONTEXTS`` sections joined).
+the context is the abstract without its conclusion (the ``CONTEXTS`` sections joined). When
+the file has the conclusion (``LONG_ANSWER``), the sample also carries it as ``long_answer``:
+training questions may use it as extra supervision (the "reasoning-free" setting); a model
+must never read it for a question it is scored on.
 The official test set is the PMIDs of ``test_ground_truth.json``; the rest is for training
 and model selection.
 """
@@ -61,4 +64,10 @@ def _sample(path: Path, pmid: str, entry: Any) -> dict:
         raise DataError(f"{path}: PMID {pmid}: field 'CONTEXTS' must be a list of strings")
     if not isinstance(answer, str) or not answer:
         raise DataError(f"{path}: PMID {pmid}: field 'final_decision' must be a string")
-    return {"id": pmid, "text": (question, " ".join(contexts)), "answer": answer}
+    sample = {"id": pmid, "text": (question, " ".join(contexts)), "answer": answer}
+    long_answer = entry.get("LONG_ANSWER")
+    if long_answer is not None:
+        if not isinstance(long_answer, str):
+            raise DataError(f"{path}: PMID {pmid}: field 'LONG_ANSWER' must be a string")
+        sample["long_answer"] = long_answer
+    return sample

@@ -23,10 +23,15 @@ _LAYER_LIST_PATHS = ("encoder.layer", "encoder.layers", "layers", "transformer.l
 class TextPreprocessor:
     """Tokenises a batch of texts (or ``(question, context)`` pairs) into padded tensors.
 
-    Batches are padded to their longest item; every item is truncated to ``max_length`` tokens.
+    Batches are padded to their longest item; every item is truncated to ``max_length`` tokens,
+    a pair from its longer part. ``truncation_side="left"`` drops tokens from the start instead
+    of the end (keeps the results at the end of a long abstract).
     """
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, truncation_side: str = "right") -> None:
+        if truncation_side not in ("right", "left"):
+            raise ConfigError(f"truncation_side must be 'right' or 'left', not {truncation_side!r}")
+        tokenizer.truncation_side = truncation_side
         self.tokenizer = tokenizer
         self.max_length = max_length
 
@@ -67,6 +72,7 @@ class TextEncoder(nn.Module):
         freeze: Train no parameter of the encoder.
         trainable_top_layers: Train only the top N transformer layers (embeddings frozen).
         max_length: Longest tokenised input; longer inputs are truncated.
+        truncation_side: ``"right"`` (drop the end of a long input) or ``"left"`` (its start).
         config_overrides: Values that replace fields of the checkpoint's config. Overrides
             that change weight shapes (``hidden_size``) need ``random_init=True``; otherwise
             transformers re-initialises the mismatched weights.
@@ -87,6 +93,7 @@ class TextEncoder(nn.Module):
         max_length: int = 512,
         config_overrides: dict[str, Any] | None = None,
         random_init: bool = False,
+        truncation_side: str = "right",
     ) -> None:
         super().__init__()
         source = str(model_name_or_path) if model_name_or_path else default_text_model_path()
@@ -97,7 +104,9 @@ class TextEncoder(nn.Module):
         self.frozen = freeze
         limit = getattr(config, "max_position_embeddings", max_length)
         self.preprocessor = TextPreprocessor(
-            AutoTokenizer.from_pretrained(source), max_length=min(max_length, limit)
+            AutoTokenizer.from_pretrained(source),
+            max_length=min(max_length, limit),
+            truncation_side=truncation_side,
         )
         if freeze:
             freeze_module(self.model)
