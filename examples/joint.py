@@ -12,8 +12,8 @@ test_2016_flickr (greedy decoding), AUC and F1 on the KGCN test rows of Last.FM;
 parameter count of the joint model against the three single-task models together.
 
     python examples/joint.py                          # joint + three single-task runs
-    python examples/joint.py --steps-per-task 1000 --only joint
-    python examples/joint.py --quick                  # smoke test, about 3 minutes
+    python examples/joint.py --steps-per-task 1000 --runs joint
+    python examples/joint.py --quick                  # smoke test, about 1 minute
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ from kgmm.data.pubmedqa import load_pubmedqa
 from kgmm.fusion import FusionConfig
 from kgmm.heads import train_target_tokenizer
 from kgmm.metrics import format_table, tokenized_bleu
-from kgmm.training import evaluate_task, finish_run
+from kgmm.training import evaluate_task, finish_run, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TASKS = ("qa", "mt", "rec")
+RUNS = ("joint", *(f"single-{task}" for task in TASKS))
 MEDICAL_KINDS = ("Anatomy", "Disease", "Symptom", "Compound", "Pharmacologic Class", "Side Effect")
 QUICK_KINDS = ("Disease", "Symptom")
 ANSWERS = ["yes", "no", "maybe"]
@@ -59,6 +60,7 @@ LEARNING_RATES = {
 # --quick: QA questions, translation pairs, Last.FM users, test items per task, steps per task.
 QUICK_QA, QUICK_MT, QUICK_USERS, QUICK_TEST, QUICK_STEPS = 48, 300, 200, 24, 16
 QUICK_MAX_LENGTH = 96
+QUICK_BATCH_SIZES = {"qa": 8, "mt": 64, "rec": 256}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,7 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "joint")
     parser.add_argument("--steps-per-task", type=int, default=300)
     parser.add_argument(
-        "--only", choices=("joint", "single"), default=None, help="run one side only"
+        "--runs",
+        nargs="+",
+        choices=RUNS,
+        default=list(RUNS),
+        help="which models to train (separate processes can share the work)",
     )
     parser.add_argument("--quick", action="store_true", help="small slices, for a smoke test")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="of the encoder")
@@ -166,9 +172,17 @@ def head_specs(tokenizer, rec: dict) -> dict[str, dict]:
     }
 
 
+def run_heads(name: str, heads: dict[str, dict]) -> dict[str, dict]:
+    """The heads of run ``name``: all three for ``joint``, one for ``single-<task>``."""
+    if name == "joint":
+        return heads
+    task = name.removeprefix("single-")
+    return {task: heads[task]}
+
+
 def build_model(
     kg: kgmm.KnowledgeGraph,
-    embeddings: kgmm.EntityEmbeddings,
+    embeddings: kgmm.EntityEmbeddings | None,
     heads: dict[str, dict],
     rec: dict,
     args: argparse.Namespace,
@@ -179,6 +193,7 @@ def build_model(
         fusion=FusionConfig(d_model=384, num_heads=6, num_layers=1, dropout=0.1),
         heads=heads,
         linking={"hops": 1, "max_entities": 48, "types": link_types},
+        entity_embeddings={"source": "random", "dim": 384} if embeddings is None else {},
         seed=args.seed,
     )
     model = kgmm.FusedModel(config, kg=kg, entity_embeddings=embeddings)
@@ -203,7 +218,7 @@ def train_and_test(
     training = kgmm.TrainingArguments(
         output_dir=str(args.out / name),
         max_steps=steps,
-        batch_size={task: BATCH_SIZES[task] for task in tasks},
+        batch_size={t: (QUICK_BATCH_SIZES if args.quick else BATCH_SIZES)[t] for t in tasks},
         learning_rate=args.learning_rate,
         learning_rates=LEARNING_RATES,
         warmup_ratio=0.06,
@@ -245,22 +260,31 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = train_target_tokenizer(
         (s["target"] for s in train["mt"]), 1000 if args.quick else 8000
     )
-    embeddings = kgmm.EntityEmbeddings.from_text(kg, progress=not args.quick)
+    # --quick: seeded random entity vectors instead of MiniLM over ~17k entity descriptions.
+    embeddings = None if args.quick else kgmm.EntityEmbeddings.from_text(kg, progress=True)
     heads = head_specs(tokenizer, rec)
     print(
         f"joint: {', '.join(f'{t} {len(train[t])} train / {len(test[t])} test' for t in TASKS)};"
         f" merged graph {kg}"
     )
+    parameters = {
+        name: parameter_count(build_model(kg, embeddings, run_heads(name, heads), rec, args))
+        for name in RUNS
+    }
+    single_total = sum(parameters[f"single-{t}"] for t in TASKS)
+    print(
+        f"parameters: one joint model {parameters['joint'] / 1e6:.1f}M, three single-task "
+        f"models {single_total / 1e6:.1f}M ({parameters['joint'] / single_total:.2f}x)"
+    )
     runs = []
-    if args.only != "single":
+    for name in args.runs:
+        tasks = tuple(run_heads(name, heads))
         torch.manual_seed(args.seed)
-        model = build_model(kg, embeddings, heads, rec, args)
-        runs.append(train_and_test("joint", TASKS, model, train, test, args))
-    if args.only != "joint":
-        for task in TASKS:
-            torch.manual_seed(args.seed)
-            model = build_model(kg, embeddings, {task: heads[task]}, rec, args)
-            runs.append(train_and_test(f"single-{task}", (task,), model, train, test, args))
+        model = build_model(kg, embeddings, run_heads(name, heads), rec, args)
+        runs.append(train_and_test(name, tasks, model, train, test, args))
+        # Each model's record is kept as soon as it is tested: a long run stopped later
+        # keeps the models already done.
+        write_results(args.out / name, runs[-1])
     metric_names = [
         "qa/accuracy",
         "qa/macro_f1",
@@ -284,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(
             {
                 "model": "three single-task models",
-                "parameters (M)": sum(r["parameters"] for r in singles) / 1e6,
+                "parameters (M)": single_total / 1e6,
                 "steps": sum(r["steps"] for r in singles),
                 "train s": sum(r["train_seconds"] for r in singles),
             }
@@ -294,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "tasks": {t: {"train": len(train[t]), "test": len(test[t])} for t in TASKS},
         "graph": {"entities": kg.num_entities, "triples": kg.num_triples},
+        "parameters": parameters,
         "runs": runs,
     }
     return finish_run(args, summary, started)

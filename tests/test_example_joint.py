@@ -38,16 +38,19 @@ def test_quick_joint_run_shares_parameters_and_beats_trivial_baselines(tmp_path)
     root = shared_dataset(NEEDED[0]).parent
     for name in NEEDED[1:]:
         shared_dataset(name)
-    summary = load_example().main(
-        ["--quick", "--datasets", str(root), "--out", str(tmp_path / "run")]
+    example = load_example()
+    summary = example.main(
+        ["--quick", "--datasets", str(root), "--out", str(tmp_path / "run"), "--runs", "joint"]
     )
-    runs = {run["name"]: run for run in summary["runs"]}
-    assert sorted(runs) == ["joint", "single-mt", "single-qa", "single-rec"]
-    joint = runs["joint"]
-    singles = sum(runs[f"single-{task}"]["parameters"] for task in ("qa", "mt", "rec"))
-    assert joint["parameters"] < 0.5 * singles  # one encoder and fusion instead of three
-    assert joint["steps"] == sum(runs[f"single-{task}"]["steps"] for task in ("qa", "mt", "rec"))
+    parameters = summary["parameters"]
+    singles = sum(parameters[f"single-{task}"] for task in ("qa", "mt", "rec"))
+    assert parameters["joint"] < 0.5 * singles  # one encoder and fusion instead of three
+    (joint,) = summary["runs"]
+    assert joint["parameters"] == parameters["joint"]
+    assert joint["steps"] == 3 * example.QUICK_STEPS  # each single-task model gets a third
     metrics = joint["metrics"]
     assert metrics["rec/auc"] > 0.5  # a random ranking scores 0.5
     assert metrics["mt/bleu"] > 0  # an empty translation scores 0
+    assert "qa/macro_f1" in metrics  # the QA head was tested too
     assert (tmp_path / "run" / "results.json").is_file()
+    assert (tmp_path / "run" / "joint" / "results.json").is_file()  # written as it finished

@@ -158,6 +158,34 @@ def test_save_and_load_give_identical_outputs(kg, media, tmp_path):
     assert loaded.predict(rows, task="cause") == model.predict(rows, task="cause")
 
 
+def test_knowledge_off_defers_embedding_the_entities_until_turned_on(kg, tmp_path):
+    config = FusedConfig(
+        text=TINY_TEXT,
+        fusion=FusionConfig(d_model=32, num_heads=2, dropout=0.0, knowledge="off"),
+        heads={"cause": {"type": "classification", "labels": LABELS}},
+    )
+    model = FusedModel(config, kg=kg).eval()
+    assert model.entity_table is None
+    assert "entity_table" not in model.state_dict()
+    rows = [{"text": "flu and fever", "label": "viral"}]
+    with torch.no_grad():
+        off = model(task="cause", **model.collator("cause")(rows))
+    assert off.entity_ids.shape[1] == 0  # nothing linked while off
+
+    model.save_pretrained(tmp_path / "off")
+    loaded = FusedModel.from_pretrained(tmp_path / "off")
+    assert loaded.entity_table is None
+
+    model.set_knowledge("on")
+    expected = kgmm.EntityEmbeddings.from_text(kg).vectors
+    assert torch.allclose(model.entity_table, expected)
+    with torch.no_grad():
+        on = model(task="cause", **model.collator("cause")(rows))
+    assert kg.entity_id("influenza") in on.entity_ids[0].tolist()
+    loaded.set_knowledge("random")
+    assert loaded.entity_table.shape == (kg.num_entities, 384)
+
+
 def test_from_pretrained_refuses_a_folder_without_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(kgmm.CheckpointError, match="missing model.safetensors"):

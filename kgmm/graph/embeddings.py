@@ -110,6 +110,16 @@ class EntityEmbeddings:
             config={"encoder": str(source)},
         )
 
+    @staticmethod
+    def text_dim(model_name_or_path: str | None = None) -> int:
+        """Width of the vectors :meth:`from_text` makes with this model, without encoding."""
+        from sentence_transformers import SentenceTransformer
+
+        from kgmm.resources import default_text_model_path
+
+        source = model_name_or_path or default_text_model_path()
+        return SentenceTransformer(source, device="cpu").get_embedding_dimension()
+
     # ------------------------------------------------------------------ graph checks
     def check_graph(self, kg: KnowledgeGraph) -> None:
         """Raise :class:`ConfigError` unless these embeddings were made for ``kg``'s

@@ -37,6 +37,8 @@ class FusedModel(nn.Module):
 
     ``kg`` is optional (no graph = no knowledge). Entity vectors come from
     ``entity_embeddings`` when given, else from ``config.entity_embeddings.source``.
+    A model built with knowledge ``off`` and ``source="text"`` embeds its entities only
+    when :meth:`set_knowledge` turns the knowledge on (an off model never reads them).
     """
 
     def __init__(
@@ -52,21 +54,25 @@ class FusedModel(nn.Module):
         self.encoders = nn.ModuleDict(
             {m: build_encoder(m, getattr(config, m)) for m in config.modalities}
         )
-        table = _entity_table(config, kg, entity_embeddings)
         fusion_config = config.fusion
         fusion_config.modalities = tuple(m for m in fusion_config.modalities)
-        if table is not None:
-            fusion_config.entity_dim = table.shape[1]
+        self._table_deferred = (
+            kg is not None
+            and entity_embeddings is None
+            and config.entity_embeddings.source == "text"
+            and fusion_config.knowledge == "off"
+        )
+        table = None if self._table_deferred else _entity_table(config, kg, entity_embeddings)
+        if kg is not None:
+            fusion_config.entity_dim = (
+                EntityEmbeddings.text_dim() if table is None else table.shape[1]
+            )
             fusion_config.num_relations = kg.num_relations
         self.fusion = KnowledgeFusion(
             fusion_config, {m: enc.output_dim for m, enc in self.encoders.items()}
         )
-        if table is None:
-            self.entity_table = None
-        elif config.entity_embeddings.trainable:
-            self.entity_table = nn.Parameter(table)
-        else:
-            self.register_buffer("entity_table", table)
+        self.register_buffer("entity_table", None)
+        self._set_entity_table(table)
         self.heads = nn.ModuleDict(
             {
                 task: build_head(task, spec, fusion_config.d_model)
@@ -172,12 +178,24 @@ class FusedModel(nn.Module):
         )
 
     def set_knowledge(self, mode: str) -> None:
-        """Switch the ablation mode (``on``/``off``/``random``) of a built model."""
+        """Switch the ablation mode (``on``/``off``/``random``) of a built model. A model
+        built with knowledge off embeds its entities here, when first turned on: do it before
+        building the optimizer if the entity table is trainable."""
         from kgmm.fusion.config import KNOWLEDGE_MODES
 
         if mode not in KNOWLEDGE_MODES:
             raise ConfigError(f"knowledge must be one of {KNOWLEDGE_MODES}, got {mode!r}")
         self.fusion.config.knowledge = mode
+        if mode != "off" and self._table_deferred:
+            table = _entity_table(self.config, self.kg, None)
+            self._set_entity_table(table.to(next(self.fusion.parameters()).device))
+            self._table_deferred = False
+
+    def _set_entity_table(self, table: torch.Tensor | None) -> None:
+        if table is not None and self.config.entity_embeddings.trainable:
+            self.entity_table = nn.Parameter(table)
+        else:
+            self.entity_table = table
 
     @torch.no_grad()
     def predict(self, samples: list[dict], task: str, batch_size: int = 32) -> list[Any]:
@@ -285,8 +303,8 @@ class FusedModel(nn.Module):
             else None
         )
         state = load_file(str(directory / WEIGHTS_FILE))
-        config.entity_embeddings.source = "random"
-        if "entity_table" in state:
+        if "entity_table" in state:  # the saved vectors replace whatever the source made
+            config.entity_embeddings.source = "random"
             config.entity_embeddings.dim = state["entity_table"].shape[1]
         model = cls(config, kg=kg)
         if (directory / ADAPTER_CONFIG_FILE).exists():
