@@ -4,21 +4,24 @@ One ``FusedModel`` shares the MiniLM text encoder, the fusion module and the ent
 one merged graph (Hetionet medical nodes with PharmacotherapyDB and HSDN edges, the en-de
 lexicon, the Last.FM Satori graph; namespaces ``med:``, ``lex:``, ``fm:``) between three
 heads: PubMedQA yes/no/maybe, Multi30k translation, Last.FM click prediction. The multi-task
-Trainer draws the tasks in turn (round robin) for ``3 x --steps-per-task`` optimizer steps;
-each single-task model (same architecture, one head) gets ``--steps-per-task`` steps of its
-task, so the per-task step budget and the total are the same. Test metrics: PubMedQA
+Trainer draws the tasks in turn (round robin, a task with a larger budget getting more turns
+per cycle) for the sum of the per-task budgets ``--steps-per-task`` (one number for every
+task, or ``task=N`` items); each single-task model (same architecture, one head) gets its
+task's budget, so the per-task step budgets and the total are the same. Test metrics: PubMedQA
 accuracy and macro-F1 on the 500 official test questions, sacreBLEU and tokenised BLEU on
 test_2016_flickr (greedy decoding), AUC and F1 on the KGCN test rows of Last.FM; and the
 parameter count of the joint model against the three single-task models together.
 
     python examples/joint.py                          # joint + three single-task runs
     python examples/joint.py --steps-per-task 1000 --runs joint
+    python examples/joint.py --steps-per-task 300 mt=1500   # translation needs more steps
     python examples/joint.py --quick                  # smoke test, about 1 minute
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections import defaultdict
@@ -71,7 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lexicon", default="lexicon_en_de")
     parser.add_argument("--lastfm", default="kgrec_music_lastfm")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "joint")
-    parser.add_argument("--steps-per-task", type=int, default=300)
+    parser.add_argument(
+        "--steps-per-task",
+        nargs="+",
+        default=["300"],
+        metavar="N|TASK=N",
+        help="optimizer steps per task: one number for all, task=N for one (qa, mt, rec)",
+    )
     parser.add_argument(
         "--runs",
         nargs="+",
@@ -83,7 +92,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="of the encoder")
     parser.add_argument("--max-length", type=int, default=256, help="text tokens")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.steps_per_task = step_budgets(args.steps_per_task, QUICK_STEPS if args.quick else None)
+    return args
+
+
+def step_budgets(items: list[str], quick: int | None) -> dict[str, int]:
+    """``["300", "mt=1500"]`` -> ``{"qa": 300, "mt": 1500, "rec": 300}`` (``quick``: all)."""
+    steps = dict.fromkeys(TASKS, 300)
+    for item in items:
+        task, _, number = item.rpartition("=")
+        if task and task not in TASKS:
+            raise kgmm.ConfigError(f"--steps-per-task: unknown task {task!r}; tasks: {TASKS}")
+        if not number.isdigit() or int(number) < 1:
+            raise kgmm.ConfigError(f"--steps-per-task: {item!r} is not N or TASK=N with N >= 1")
+        steps.update({task: int(number)} if task else dict.fromkeys(TASKS, int(number)))
+    return dict.fromkeys(TASKS, quick) if quick else steps
 
 
 def folder(args: argparse.Namespace, name: str) -> Path:
@@ -214,10 +238,11 @@ def train_and_test(
     test: dict,
     args: argparse.Namespace,
 ) -> dict:
-    steps = (QUICK_STEPS if args.quick else args.steps_per_task) * len(tasks)
+    budgets = {t: args.steps_per_task[t] for t in tasks}
+    common = math.gcd(*budgets.values())  # whole round-robin cycles: exact steps per task
     training = kgmm.TrainingArguments(
         output_dir=str(args.out / name),
-        max_steps=steps,
+        max_steps=sum(budgets.values()),
         batch_size={t: (QUICK_BATCH_SIZES if args.quick else BATCH_SIZES)[t] for t in tasks},
         learning_rate=args.learning_rate,
         learning_rates=LEARNING_RATES,
@@ -225,6 +250,7 @@ def train_and_test(
         bf16=True,
         group_by_length=True,
         task_sampling="round_robin",
+        round_robin_shares={t: n // common for t, n in budgets.items()},
         save_total_limit=1,
         logging_steps=10,
         seed=args.seed,
@@ -246,7 +272,8 @@ def train_and_test(
     return {
         "name": name,
         "tasks": list(tasks),
-        "steps": steps,
+        "steps": sum(budgets.values()),
+        "steps_per_task": budgets,
         "train_seconds": seconds,
         "parameters": parameter_count(model),
         "metrics": metrics,

@@ -34,6 +34,16 @@ def test_missing_dataset_folder_is_a_data_error(tmp_path):
         load_example().main(["--quick", "--datasets", str(tmp_path)])
 
 
+def test_step_budgets_one_number_or_per_task():
+    budgets = load_example().step_budgets
+    assert budgets(["300", "mt=1500"], None) == {"qa": 300, "mt": 1500, "rec": 300}
+    assert budgets(["mt=1500"], 16) == {"qa": 16, "mt": 16, "rec": 16}  # --quick wins
+    with pytest.raises(kgmm.ConfigError, match="unknown task 'de'"):
+        budgets(["de=5"], None)
+    with pytest.raises(kgmm.ConfigError, match="'mt=0' is not N or TASK=N"):
+        budgets(["mt=0"], None)
+
+
 def test_quick_joint_run_shares_parameters_and_beats_trivial_baselines(tmp_path):
     root = shared_dataset(NEEDED[0]).parent
     for name in NEEDED[1:]:
@@ -48,6 +58,7 @@ def test_quick_joint_run_shares_parameters_and_beats_trivial_baselines(tmp_path)
     (joint,) = summary["runs"]
     assert joint["parameters"] == parameters["joint"]
     assert joint["steps"] == 3 * example.QUICK_STEPS  # each single-task model gets a third
+    assert joint["steps_per_task"] == dict.fromkeys(("qa", "mt", "rec"), example.QUICK_STEPS)
     metrics = joint["metrics"]
     assert metrics["rec/auc"] > 0.5  # a random ranking scores 0.5
     assert metrics["mt/bleu"] > 0  # an empty translation scores 0

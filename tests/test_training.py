@@ -109,6 +109,37 @@ def test_task_sampler_round_robin_and_resumable_state():
     assert [next(again) for _ in range(50)] == expected
 
 
+def test_round_robin_shares_give_exact_step_counts_spread_evenly():
+    robin = TaskSampler({"qa": 9, "mt": 9, "rec": 9}, "round_robin", shares={"mt": 5})
+    draws = [next(robin) for _ in range(14)]
+    assert draws[:7] == ["mt", "mt", "qa", "mt", "rec", "mt", "mt"]
+    assert draws[7:] == draws[:7]  # whole cycles: exact counts per task
+    assert {t: draws.count(t) for t in ("qa", "mt", "rec")} == {"qa": 2, "mt": 10, "rec": 2}
+    with pytest.raises(ConfigError, match="round-robin shares name tasks \\['de'\\]"):
+        TaskSampler({"qa": 1}, "round_robin", shares={"de": 2})
+    with pytest.raises(ConfigError, match="round_robin_shares needs task_sampling='round_robin'"):
+        TrainingArguments(max_steps=1, round_robin_shares={"mt": 2})
+    with pytest.raises(ConfigError, match="round_robin_shares must be integers >= 1"):
+        TrainingArguments(max_steps=1, task_sampling="round_robin", round_robin_shares={"mt": 0})
+
+
+def test_trainer_follows_round_robin_shares(tmp_path):
+    class DrawnTasks(TrainerCallback):
+        def __init__(self) -> None:
+            self.tasks: list[str] = []
+
+        def on_backward(self, trainer, task, batch, loss) -> None:
+            self.tasks.append(task)
+
+    train, _ = datasets(("intent", "qa"))
+    drawn = DrawnTasks()
+    args = arguments(
+        tmp_path, max_steps=6, task_sampling="round_robin", round_robin_shares={"qa": 2}
+    )
+    Trainer(build_model(tasks=("intent", "qa")), train, args=args, callbacks=[drawn]).train()
+    assert drawn.tasks == ["qa", "intent", "qa"] * 2
+
+
 def test_task_weight_zero_leaves_that_head_untouched(tmp_path):
     train, _ = datasets(("intent", "qa"))
     model = build_model(dropout=0.0, tasks=("intent", "qa"))

@@ -32,7 +32,10 @@ class TrainingArguments:
     Tasks: each micro-batch comes from one task, drawn by ``task_sampling``:
     ``proportional`` (to the task's batches per epoch), ``temperature`` (to that number to the
     power ``1 / sampling_temperature``; large temperatures approach uniform) or
-    ``round_robin``. ``task_weights`` multiplies each task's loss (default 1).
+    ``round_robin`` (the tasks in turn; ``round_robin_shares`` gives a task several turns per
+    cycle, spread evenly: ``{"mt": 5}`` draws mt five times for each other task's once, so a
+    run of whole cycles gives each task an exact step count). ``task_weights`` multiplies
+    each task's loss (default 1).
 
     Learning rates: ``learning_rate`` for every parameter, except those whose name matches a
     glob pattern of ``learning_rates`` (the first matching pattern wins), e.g.
@@ -65,6 +68,7 @@ class TrainingArguments:
     task_sampling: str = "proportional"
     sampling_temperature: float = 1.0
     task_weights: dict[str, float] = field(default_factory=dict)
+    round_robin_shares: dict[str, int] = field(default_factory=dict)
     group_by_length: bool = False
     dataloader_drop_last: bool = False
     eval_steps: int = 0
@@ -102,6 +106,13 @@ class TrainingArguments:
         negative = {t: w for t, w in self.task_weights.items() if w < 0}
         if negative:
             raise ConfigError(f"task_weights must be >= 0, got {negative}")
+        bad = {t: n for t, n in self.round_robin_shares.items() if not isinstance(n, int) or n < 1}
+        if bad:
+            raise ConfigError(f"round_robin_shares must be integers >= 1, got {bad}")
+        if self.round_robin_shares and self.task_sampling != "round_robin":
+            raise ConfigError(
+                f"round_robin_shares needs task_sampling='round_robin', got {self.task_sampling!r}"
+            )
         if self.early_stopping_patience is not None and self.metric_for_best_model is None:
             raise ConfigError("early_stopping_patience needs metric_for_best_model")
         if self.metric_for_best_model is not None and "/" not in self.metric_for_best_model:

@@ -15,7 +15,8 @@ class TaskSampler:
     * ``proportional``: probability proportional to the size;
     * ``temperature``: proportional to ``size ** (1 / temperature)`` (1 = proportional,
       larger = closer to uniform; Arivazhagan et al., 2019);
-    * ``round_robin``: the tasks in turn, in the order of ``sizes``.
+    * ``round_robin``: the tasks in turn, in the order of ``sizes``; ``shares`` (task ->
+      turns per cycle, default 1) spreads a task's extra turns evenly over the cycle.
 
     Every process of a distributed run builds the same sampler with the same seed, so all
     ranks draw the same task at every step without communicating.
@@ -27,10 +28,12 @@ class TaskSampler:
         strategy: str = "proportional",
         temperature: float = 1.0,
         seed: int = 0,
+        shares: dict[str, int] | None = None,
     ) -> None:
         if not sizes or any(size <= 0 for size in sizes.values()):
             raise ConfigError(f"TaskSampler needs tasks with at least one batch each, got {sizes}")
         self.tasks = list(sizes)
+        self._cycle = _round_robin_cycle(self.tasks, shares or {})
         self.strategy = strategy
         exponent = {"proportional": 1.0, "temperature": 1.0 / temperature}.get(strategy)
         if exponent is None and strategy != "round_robin":
@@ -51,7 +54,7 @@ class TaskSampler:
 
     def __next__(self) -> str:
         if self.strategy == "round_robin":
-            index = self._draws % len(self.tasks)
+            index = self._cycle[self._draws % len(self._cycle)]
         else:
             index = int(torch.multinomial(self._weights, 1, generator=self._generator))
         self._draws += 1
@@ -63,3 +66,21 @@ class TaskSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._generator.set_state(state["generator"])
         self._draws = int(state["draws"])
+
+
+def _round_robin_cycle(tasks: list[str], shares: dict[str, int]) -> list[int]:
+    """One cycle of task indices in which task ``t`` appears ``shares.get(t, 1)`` times,
+    spread evenly (smooth weighted round robin: each turn goes to the task furthest behind
+    its share)."""
+    unknown = sorted(set(shares) - set(tasks))
+    if unknown:
+        raise ConfigError(f"round-robin shares name tasks {unknown}; the tasks are {tasks}")
+    weights = [shares.get(task, 1) for task in tasks]
+    credit = [0] * len(tasks)
+    cycle = []
+    for _ in range(sum(weights)):
+        credit = [c + w for c, w in zip(credit, weights)]
+        index = max(range(len(tasks)), key=credit.__getitem__)  # ties: the earlier task
+        credit[index] -= sum(weights)
+        cycle.append(index)
+    return cycle

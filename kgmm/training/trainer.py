@@ -149,9 +149,10 @@ class Trainer:
                     raise ConfigError(f"{role} task {task!r} has no head; the model has {heads}")
                 if len(samples) == 0:
                     raise DataError(f"{role} data of task {task!r} is empty")
-        unknown = sorted(set(self.args.task_weights) - set(self.train_data))
-        if unknown:
-            raise ConfigError(f"task_weights name tasks {unknown} that have no training data")
+        for field_name in ("task_weights", "round_robin_shares"):
+            unknown = sorted(set(getattr(self.args, field_name)) - set(self.train_data))
+            if unknown:
+                raise ConfigError(f"{field_name} name tasks {unknown} that have no training data")
         for task in self.train_data:
             self.args.batch_size_of(task)
         metric = self.args.metric_for_best_model
@@ -171,6 +172,7 @@ class Trainer:
             args.task_sampling,
             args.sampling_temperature,
             seed=args.seed,
+            shares=args.round_robin_shares,
         )
         batches = sum(stream.batches_per_epoch for stream in streams.values())
         self.steps_per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
