@@ -294,24 +294,25 @@ def main(argv: list[str] | None = None) -> dict:
         f"joint: {', '.join(f'{t} {len(train[t])} train / {len(test[t])} test' for t in TASKS)};"
         f" merged graph {kg}"
     )
-    parameters = {
-        name: parameter_count(build_model(kg, embeddings, run_heads(name, heads), rec, args))
-        for name in RUNS
-    }
-    single_total = sum(parameters[f"single-{t}"] for t in TASKS)
-    print(
-        f"parameters: one joint model {parameters['joint'] / 1e6:.1f}M, three single-task "
-        f"models {single_total / 1e6:.1f}M ({parameters['joint'] / single_total:.2f}x)"
-    )
-    runs = []
+    runs, parameters = [], {}
     for name in args.runs:
         tasks = tuple(run_heads(name, heads))
         torch.manual_seed(args.seed)
         model = build_model(kg, embeddings, run_heads(name, heads), rec, args)
         runs.append(train_and_test(name, tasks, model, train, test, args))
+        parameters[name] = runs[-1]["parameters"]
         # Each model's record is kept as soon as it is tested: a long run stopped later
         # keeps the models already done.
         write_results(args.out / name, runs[-1])
+    for name in set(RUNS) - set(parameters):  # models not trained here: built only to count
+        model = build_model(kg, embeddings, run_heads(name, heads), rec, args)
+        parameters[name] = parameter_count(model)
+    parameters = {name: parameters[name] for name in RUNS}
+    single_total = sum(parameters[f"single-{t}"] for t in TASKS)
+    print(
+        f"parameters: one joint model {parameters['joint'] / 1e6:.1f}M, three single-task "
+        f"models {single_total / 1e6:.1f}M ({parameters['joint'] / single_total:.2f}x)"
+    )
     metric_names = [
         "qa/accuracy",
         "qa/macro_f1",
