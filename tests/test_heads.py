@@ -151,6 +151,23 @@ def test_yes_no_maybe_head_learns_a_fixed_mapping():
         head.collate_targets([{"answer": "Yes"}])
 
 
+def test_answer_weights_scale_each_answers_loss_and_survive_a_round_trip():
+    torch.manual_seed(3)
+    features = torch.randn(6, D)
+    samples = [{"answer": a} for a in ["yes", "yes", "yes", "yes", "no", "maybe"]]
+    head = QuestionAnsweringHead(D, dropout=0.0, class_weights=[0.5, 1.0, 3.0])
+    targets = head.collate_targets(samples)
+    output = head(pooled_only(features), **targets)
+    expected = nn.functional.cross_entropy(
+        output.logits, targets["answer_index"], weight=torch.tensor([0.5, 1.0, 3.0])
+    )
+    assert torch.allclose(output.loss, expected)
+    assert head.config_dict()["class_weights"] == [0.5, 1.0, 3.0]
+    assert_round_trip(head, pooled_only(features))
+    with pytest.raises(ConfigError, match=r"one positive weight per answer \['yes', 'no'"):
+        QuestionAnsweringHead(D, class_weights=[1.0, 2.0])
+
+
 PLANTED = torch.randn(D, generator=torch.Generator().manual_seed(4))
 
 

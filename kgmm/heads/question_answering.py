@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 class QuestionAnsweringHead(Head):
-    """Classify ``fused.pooled`` into one of a fixed ``answers`` set (sample field ``answer``)."""
+    """Classify ``fused.pooled`` into one of a fixed ``answers`` set (sample field ``answer``).
+
+    ``class_weights`` (one positive number per answer, in ``answers`` order) weigh the
+    cross-entropy of each answer, for skewed answer sets such as PubMedQA's yes/no/maybe.
+    """
 
     task_type: ClassVar[str] = "qa"
 
@@ -29,22 +33,36 @@ class QuestionAnsweringHead(Head):
         dropout: float = 0.1,
         hidden: int | None = None,
         label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.answers = [str(answer) for answer in answers]
         if len(self.answers) < 2 or len(set(self.answers)) != len(self.answers):
             raise ConfigError(f"QuestionAnsweringHead needs 2+ distinct answers, got {answers}")
+        if class_weights is not None and (
+            len(class_weights) != len(self.answers) or min(class_weights) <= 0
+        ):
+            raise ConfigError(
+                f"class_weights needs one positive weight per answer {self.answers}, "
+                f"got {list(class_weights)}"
+            )
         self.d_model = d_model
         self.dropout = dropout
         self.hidden = hidden
         self.label_smoothing = label_smoothing
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.mlp = build_mlp(d_model, len(self.answers), hidden, dropout)
 
     def forward(self, fused: FusionOutput, answer_index: Tensor | None = None) -> HeadOutput:
         logits = self.mlp(fused.pooled)
         if answer_index is None:
             return HeadOutput(logits=logits)
-        loss = F.cross_entropy(logits, answer_index, label_smoothing=self.label_smoothing)
+        weight = None
+        if self.class_weights is not None:
+            weight = torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
+        loss = F.cross_entropy(
+            logits, answer_index, weight=weight, label_smoothing=self.label_smoothing
+        )
         return HeadOutput(logits=logits, loss=loss)
 
     def collate_targets(self, samples: Sequence[dict]) -> dict[str, Tensor]:
@@ -65,6 +83,7 @@ class QuestionAnsweringHead(Head):
             "dropout": self.dropout,
             "hidden": self.hidden,
             "label_smoothing": self.label_smoothing,
+            "class_weights": self.class_weights,
         }
 
 
