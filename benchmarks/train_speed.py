@@ -29,8 +29,10 @@ Two phases:
 
 ``--levers`` adds kgmm_text variants to the throughput phase (fp32, no length grouping,
 bf16 weights, eager attention instead of SDPA, a data-loader worker, 2 threads,
-``torch.compile`` of the text model; its compilation falls in the warm-up steps) and times
-AdamW's fused against its foreach step.
+``torch.compile`` of the text model; its compilation falls in the warm-up steps), the same
+worker and 2-thread settings for peer 2 (``dataloader_num_workers=1``; 2 torch threads), so
+a lever that only uses an idle core is compared with the peer given that core too, and
+times AdamW's fused against its foreach step.
 
     python benchmarks/train_speed.py                                   # full run (see README)
     python benchmarks/train_speed.py --max-steps 250 --repeats 3       # medium run
@@ -44,7 +46,8 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +212,26 @@ def peer2_dataset(samples: list[dict], labels: list[str], tokenizer: Any) -> lis
     ]
 
 
+@dataclass
+class Peer2Variant:
+    """Peer 2 with ``dataloader_num_workers`` and a thread count (``None``: the run's)."""
+
+    workers: int = 0
+    threads: int | None = None
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (``None``: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_peer2(
     train: list[dict],
     test: list[dict] | None,
@@ -217,12 +240,13 @@ def run_peer2(
     warmup: int,
     epochs: float,
     max_steps: int,
+    variant: Peer2Variant,
 ) -> Run:
     path = default_text_model_path()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = peer1_model(labels, device)
     clock = HFClock(device)
-    with tempfile.TemporaryDirectory() as output_dir:
+    with tempfile.TemporaryDirectory() as output_dir, torch_threads(variant.threads):
         args = transformers.TrainingArguments(
             output_dir=output_dir,
             per_device_train_batch_size=BATCH,
@@ -236,6 +260,7 @@ def run_peer2(
             report_to="none",
             disable_tqdm=True,
             logging_strategy="no",
+            dataloader_num_workers=variant.workers,
             seed=0,
         )
         trainer = transformers.Trainer(
@@ -316,11 +341,12 @@ LEVERS = {
     "worker": KgmmVariant(False, {"num_workers": 1}),
     "2-threads": KgmmVariant(False, threads=2),
     "compile": KgmmVariant(False, transform=compile_text_encoder),
+    "peer2-worker": Peer2Variant(workers=1),
+    "peer2-2-threads": Peer2Variant(threads=2),
 }
 
 
 def run_kgmm(
-    variant: KgmmVariant,
     train: list[dict],
     test: list[dict] | None,
     labels: list[str],
@@ -328,25 +354,20 @@ def run_kgmm(
     warmup: int,
     epochs: float,
     max_steps: int,
+    variant: KgmmVariant,
     save_to: Path | None = None,
 ) -> Run:
     model = kgmm_model(labels, variant.knowledge, **variant.text)
     if variant.transform is not None:
         model = variant.transform(model)
     clock = KgmmClock(device)
-    threads = torch.get_num_threads()
-    if variant.threads:
-        torch.set_num_threads(variant.threads)
-    try:
-        with tempfile.TemporaryDirectory() as output_dir:
-            args = training_arguments(
-                Path(output_dir),
-                epochs,
-                **{"max_steps": max_steps, "device": device.type, **variant.overrides},
-            )
-            kgmm.Trainer(model, {TASK: train}, args=args, callbacks=[clock]).train()
-    finally:
-        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as output_dir, torch_threads(variant.threads):
+        args = training_arguments(
+            Path(output_dir),
+            epochs,
+            **{"max_steps": max_steps, "device": device.type, **variant.overrides},
+        )
+        kgmm.Trainer(model, {TASK: train}, args=args, callbacks=[clock]).train()
     accuracy = kgmm_accuracy(model, test, device) if test is not None else None
     if save_to is not None:
         model.save_pretrained(save_to)
@@ -420,18 +441,22 @@ def throughput_phase(
                 continue  # ten times slower than the rest: one round tells enough
             if name == "peer1_tutorial":
                 run = run_peer1(train, labels, timed, warmup, device)
-            elif name == "peer2_hf_trainer":
-                run = run_peer2(
-                    cycled(train, steps * BATCH), None, labels, device, warmup, 1, steps
-                )
             else:
-                variant = KGMM.get(name) or LEVERS[name.removeprefix("lever: ")]
-                run = run_kgmm(
-                    variant, cycled(train, steps * BATCH), None, labels, device, warmup, 1, steps
+                variant = contender_variant(name)
+                run_contender = run_peer2 if isinstance(variant, Peer2Variant) else run_kgmm
+                run = run_contender(
+                    cycled(train, steps * BATCH), None, labels, device, warmup, 1, steps, variant
                 )
             speeds[name].append(run.samples_per_s)
             print(f"round {round_ + 1}: {name:34} {run.samples_per_s:8.2f} samples/s", flush=True)
     return speeds
+
+
+def contender_variant(name: str) -> KgmmVariant | Peer2Variant:
+    """The variant of a contender or ``lever: NAME`` row."""
+    if name == "peer2_hf_trainer":
+        return Peer2Variant()
+    return KGMM.get(name) or LEVERS[name.removeprefix("lever: ")]
 
 
 def accuracy_phase(
@@ -439,12 +464,13 @@ def accuracy_phase(
 ) -> dict[str, Run]:
     device, warmup = options.device, options.warmup_steps
     epochs, max_steps = options.epochs, options.max_steps
-    runs = {"peer2_hf_trainer": run_peer2(train, test, labels, device, warmup, epochs, max_steps)}
+    peer2 = run_peer2(train, test, labels, device, warmup, epochs, max_steps, Peer2Variant())
+    runs = {"peer2_hf_trainer": peer2}
     print(f"accuracy run: peer2_hf_trainer {runs['peer2_hf_trainer']}", flush=True)
     for name, variant in KGMM.items():
         save_to = options.save_model if name == "kgmm_kg" else None
         runs[name] = run_kgmm(
-            variant, train, test, labels, device, warmup, epochs, max_steps, save_to
+            train, test, labels, device, warmup, epochs, max_steps, variant, save_to
         )
         print(f"accuracy run: {name} {runs[name]}", flush=True)
     return runs
@@ -485,7 +511,8 @@ def main(argv: list[str] | None = None) -> dict:
     reference = speed("peer2_hf_trainer")
     rows = []
     for name in names:
-        per_sample = flops.get(name, flops["kgmm_text"] if name.startswith("lever") else None)
+        baseline = "peer2_hf_trainer" if name.startswith("lever: peer2") else "kgmm_text"
+        per_sample = flops.get(name, flops[baseline] if name.startswith("lever") else None)
         throughput = speed(name)
         rows.append(
             {

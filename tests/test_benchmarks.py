@@ -16,10 +16,16 @@ def test_train_speed_quick_reports_every_contender(tmp_path):
     data = shared_dataset("banking77")
     out = tmp_path / "train_speed.json"
     train_speed = import_benchmark("train_speed")
-    train_speed.main(["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out)])
+    levers = ["--levers", "peer2-worker", "peer2-2-threads"]
+    train_speed.main(
+        ["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out), *levers]
+    )
     result = json.loads(out.read_text())
     rows = {row["contender"]: row for row in result["rows"]}
-    assert set(rows) == set(train_speed.CONTENDERS)
+    peer2_levers = {"lever: peer2-worker", "lever: peer2-2-threads"}
+    assert set(rows) == set(train_speed.CONTENDERS) | peer2_levers
+    for name in peer2_levers:
+        assert rows[name]["gflops_per_sample"] == rows["peer2_hf_trainer"]["gflops_per_sample"]
     for name, row in rows.items():
         assert row["samples_per_s"] > 0, name
         assert row["gflops_per_sample"] > 0, name
