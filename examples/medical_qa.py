@@ -2,14 +2,14 @@
 
 Protocol (Jin et al. 2019): the 500 PMIDs of ``test_ground_truth.json`` are the test set;
 the other 500 train the model, with a dev slice (20%) held out per label (seeded) to pick the
-epoch by accuracy. Training has two phases: (question, conclusion) of the training questions
-(the "reasoning-free" task; ``--conclusion-epochs``), then (question, context), the task
-scored. Long abstracts lose their start, not their results (``--truncation-side left``).
-The text encoder (packaged MiniLM) reads the (question, context) pair; the
-knowledge graph is Hetionet's nodes of the kinds that name things in free text (anatomy,
-diseases, symptoms, compounds, drug classes, side effects) with PharmacotherapyDB's
-treats/palliates and HSDN's presents edges, linked from question and context. Without the
-Hetionet folders the bundled ``graphs/medical.tsv`` is used.
+epoch by accuracy. Training (``kgmm.Trainer``) has two phases: (question, conclusion) of the
+training questions (the "reasoning-free" task; ``--conclusion-epochs``), then (question,
+context), the task scored. Long abstracts lose their start, not their results
+(``--truncation-side left``). The text encoder (packaged MiniLM) reads the (question,
+context) pair; the knowledge graph is Hetionet's nodes of the kinds that name things in
+free text (anatomy, diseases, symptoms, compounds, drug classes, side effects) with
+PharmacotherapyDB's treats/palliates and HSDN's presents edges, linked from question and
+context. Without the Hetionet folders the bundled ``graphs/medical.tsv`` is used.
 
     python examples/medical_qa.py                 # full run, knowledge on
     python examples/medical_qa.py --ablation      # on / off / random, same seed
@@ -23,11 +23,9 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import kgmm
 from kgmm.data.hetionet import load_hetionet_graph
@@ -150,9 +148,14 @@ def build_model(
     kg: kgmm.KnowledgeGraph,
     embeddings: kgmm.EntityEmbeddings,
     answers: list[str],
+    train_set: list[dict],
     knowledge: str,
     args: argparse.Namespace,
 ) -> kgmm.FusedModel:
+    head = {"type": "qa", "answers": answers, "dropout": 0.1}
+    if args.class_weights == "balanced":  # each answer weighs n / (k * count)
+        counts = Counter(s["answer"] for s in train_set)
+        head["class_weights"] = [len(train_set) / (len(answers) * counts[a]) for a in answers]
     config = kgmm.FusedConfig(
         text={
             "model_name_or_path": args.text_model,
@@ -161,87 +164,66 @@ def build_model(
             "freeze": args.freeze_encoder,
         },
         fusion=FusionConfig(d_model=384, num_heads=6, dropout=0.1, knowledge=knowledge),
-        heads={TASK: {"type": "qa", "answers": answers, "dropout": 0.1}},
+        heads={TASK: head},
         linking={"hops": 1, "max_entities": 48},
         seed=args.seed,
     )
     return kgmm.FusedModel(config, kg=kg, entity_embeddings=embeddings)
 
 
-def optimizer_for(model: kgmm.FusedModel, args: argparse.Namespace) -> torch.optim.AdamW:
-    """The pretrained encoder at a small learning rate, the new fusion and head at a larger
-    one, and the zero-initialised knowledge gates higher still so they can open."""
-    groups: dict[str, list] = {"encoder": [], "new": [], "gate": []}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        groups[_parameter_group(name)].append(parameter)
-    rates = {"encoder": args.encoder_lr, "new": args.head_lr, "gate": args.gate_lr}
-    return torch.optim.AdamW(
-        [
-            {"params": params, "lr": rates[kind], "weight_decay": 0.0 if kind == "gate" else 0.01}
-            for kind, params in groups.items()
-            if params
-        ]
+def training_arguments(
+    args: argparse.Namespace, output_dir: Path, epochs: int, steps_per_epoch: int, select: bool
+) -> kgmm.TrainingArguments:
+    """bf16 autocast, 10% warmup then linear decay, clipped gradients, a dev evaluation after
+    every epoch. The pretrained encoder learns at a small rate, the new fusion and head
+    (the default rate) faster, and the zero-initialised knowledge gates faster still so
+    they can open."""
+    return kgmm.TrainingArguments(
+        output_dir=str(output_dir),
+        num_epochs=epochs,
+        batch_size=args.batch_size,
+        eval_batch_size=32,
+        learning_rate=args.head_lr,
+        learning_rates={"*gate": args.gate_lr, "encoders.*": args.encoder_lr},
+        warmup_ratio=0.1,
+        bf16=True,
+        eval_steps=steps_per_epoch,
+        logging_steps=steps_per_epoch,
+        save_total_limit=1,
+        metric_for_best_model=f"{TASK}/{args.select}" if select else None,
+        seed=args.seed,
+        progress_bar=False,
     )
 
 
-def _parameter_group(name: str) -> str:
-    if name.endswith("gate"):
-        return "gate"
-    return "encoder" if name.startswith("encoders.") else "new"
+class EpochReport(kgmm.training.TrainerCallback):
+    """Keeps and prints each epoch's mean training loss, dev scores and knowledge gate."""
 
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+        self.history: list[dict] = []
+        self._loss = float("nan")
 
-@torch.no_grad()
-def predict(model: kgmm.FusedModel, samples: list[dict], batch_size: int = 32) -> list[str]:
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        return model.predict(samples, task=TASK, batch_size=batch_size)
+    def on_log(self, trainer: kgmm.Trainer, record: dict) -> None:
+        self._loss = record["loss"]
 
-
-def scores(model: kgmm.FusedModel, samples: list[dict]) -> dict[str, float]:
-    truth = [s["answer"] for s in samples]
-    predicted = predict(model, samples)
-    return {"accuracy": accuracy(truth, predicted), "macro_f1": macro_f1(truth, predicted)}
-
-
-def class_weights(samples: list[dict], answers: list[str], mode: str) -> torch.Tensor | None:
-    """``balanced``: each answer weighs ``n / (k * count)``; ``none``: plain cross-entropy."""
-    if mode == "none":
-        return None
-    counts = Counter(s["answer"] for s in samples)
-    return torch.tensor([len(samples) / (len(answers) * counts[a]) for a in answers])
-
-
-def fit(
-    model: kgmm.FusedModel, samples: list[dict], epochs: int, args: argparse.Namespace
-) -> Iterator[tuple[int, float]]:
-    """Train for ``epochs`` (bf16 autocast, warmup then linear decay, clipped gradients),
-    yielding ``(epoch, mean loss)`` after each."""
-    weight = class_weights(samples, model.heads[TASK].answers, args.class_weights)
-    collate = model.collator(TASK)
-    optimizer = optimizer_for(model, args)
-    total = -(-len(samples) // args.batch_size) * epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / (0.1 * total), max(0.0, (total - step) / total))
-    )
-    rng = random.Random(args.seed)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = list(samples)
-        rng.shuffle(order)
-        losses = []
-        for start in range(0, len(order), args.batch_size):
-            batch = collate(order[start : start + args.batch_size])
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(task=TASK, **batch).logits
-            loss = F.cross_entropy(logits.float(), batch["answer_index"], weight=weight)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-        yield epoch, sum(losses) / len(losses)
+    def on_evaluate(self, trainer: kgmm.Trainer, step: int, metrics: dict[str, float]) -> None:
+        entry = {
+            "epoch": round(step / trainer.steps_per_epoch),
+            "step": step,
+            "loss": self._loss,
+            "accuracy": metrics[f"{TASK}/accuracy"],
+            "macro_f1": metrics[f"{TASK}/macro_f1"],
+            "gate": trainer.model.fusion.gate_values()[0],
+            "training_seconds": trainer.training_seconds,
+        }
+        self.history.append(entry)
+        print(
+            f"  {self.phase} epoch {entry['epoch']}: loss {entry['loss']:.4f}  dev "
+            f"{_scores_text(entry)}  gate {entry['gate']:+.3f}  "
+            f"{entry['training_seconds']:.0f} s",
+            flush=True,
+        )
 
 
 def conclusion_samples(samples: list[dict]) -> list[dict]:
@@ -253,37 +235,59 @@ def conclusion_samples(samples: list[dict]) -> list[dict]:
 
 
 def train(
-    model: kgmm.FusedModel, train_set: list[dict], dev_set: list[dict], args: argparse.Namespace
-) -> dict:
-    """An optional first phase on the training questions' conclusions, then (question,
-    context); keeps the weights of the epoch with the best dev ``args.select`` (ties: the
-    earlier epoch)."""
-    phase = []
-    if args.conclusion_epochs:
-        conclusions = conclusion_samples(train_set)
-        for epoch, loss in fit(model, conclusions, args.conclusion_epochs, args):
-            dev = scores(model, dev_set)
-            phase.append({"epoch": epoch, "loss": loss, **dev})
-            print(f"  conclusions epoch {epoch}: loss {loss:.4f}  dev {_scores_text(dev)}")
-    best: dict = {args.select: -1.0}
-    history = []
-    started = time.perf_counter()
-    for epoch, loss in fit(model, train_set, args.epochs, args):
-        dev = scores(model, dev_set)
-        gate = model.fusion.gate_values()[0]
-        seconds = time.perf_counter() - started
-        history.append({"epoch": epoch, "loss": loss, **dev, "gate": gate, "seconds": seconds})
-        print(
-            f"  epoch {epoch}: loss {loss:.4f}  dev {_scores_text(dev)}  gate {gate:+.3f}  "
-            f"{seconds:.0f} s",
-            flush=True,
+    model: kgmm.FusedModel,
+    train_set: list[dict],
+    dev_set: list[dict],
+    output_dir: Path,
+    args: argparse.Namespace,
+) -> tuple[kgmm.FusedModel, dict]:
+    """``kgmm.Trainer`` on the training questions' conclusions (optional first phase), then
+    on (question, context); returns the model of the epoch with the best dev
+    ``args.select`` (ties: the earlier epoch) and the training record."""
+    conclusion_history: list[dict] = []
+    with_conclusion = conclusion_samples(train_set)
+    if args.conclusion_epochs and not with_conclusion:
+        print("  no training question has a long answer: the conclusion phase is skipped")
+    elif args.conclusion_epochs:
+        conclusion_dir = output_dir / "conclusions"
+        _, conclusion_history = fit(
+            model, with_conclusion, dev_set, args.conclusion_epochs, conclusion_dir, args, False
         )
-        if dev[args.select] > best[args.select]:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best = {"epoch": epoch, **dev, "state": state}
-        started = time.perf_counter()
-    model.load_state_dict(best.pop("state"))
-    return {"best_epoch": best["epoch"], "dev": best, "conclusion_phase": phase, "history": history}
+    context_dir = output_dir / "context"
+    result, history = fit(model, train_set, dev_set, args.epochs, context_dir, args, True)
+    best = next(epoch for epoch in history if epoch["step"] == result.best_step)
+    return kgmm.FusedModel.from_pretrained(context_dir / "best"), {
+        "best_epoch": best["epoch"],
+        "dev": best,
+        "conclusion_phase": conclusion_history,
+        "history": history,
+    }
+
+
+def fit(
+    model: kgmm.FusedModel,
+    samples: list[dict],
+    dev_set: list[dict],
+    epochs: int,
+    phase_dir: Path,
+    args: argparse.Namespace,
+    select: bool,
+) -> tuple[kgmm.training.TrainResult, list[dict]]:
+    """One ``kgmm.Trainer`` run of ``epochs`` over ``samples`` evaluated on ``dev_set``
+    after each epoch; with ``select`` the best epoch by ``args.select`` is saved to
+    ``phase_dir/best``. Returns the result and the per-epoch record."""
+    steps_per_epoch = -(-len(samples) // args.batch_size)
+    training = training_arguments(args, phase_dir, epochs, steps_per_epoch, select)
+    report = EpochReport(phase_dir.name)
+    trainer = kgmm.Trainer(model, {TASK: samples}, {TASK: dev_set}, training, [report])
+    return trainer.train(), report.history
+
+
+def scores(model: kgmm.FusedModel, samples: list[dict]) -> dict[str, float]:
+    truth = [s["answer"] for s in samples]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        predicted = model.predict(samples, task=TASK, batch_size=32)
+    return {"accuracy": accuracy(truth, predicted), "macro_f1": macro_f1(truth, predicted)}
 
 
 def _scores_text(scores: dict[str, float]) -> str:
@@ -300,10 +304,10 @@ def run_one(
     train_set, dev_set, test_set = splits
     torch.manual_seed(args.seed)
     answers = sorted({s["answer"] for s in train_set + dev_set + test_set})
-    model = build_model(kg, embeddings, answers, knowledge, args)
+    model = build_model(kg, embeddings, answers, train_set, knowledge, args)
     start = time.perf_counter()
     print(f"knowledge={knowledge}", flush=True)
-    trained = train(model, train_set, dev_set, args)
+    model, trained = train(model, train_set, dev_set, args.out / f"knowledge-{knowledge}", args)
     test = scores(model, test_set)
     correct = round(test["accuracy"] * len(test_set))
     low, high = confidence_interval(correct, len(test_set))
