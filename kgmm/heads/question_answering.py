@@ -51,15 +51,15 @@ class QuestionAnsweringHead(Head):
         self.hidden = hidden
         self.label_smoothing = label_smoothing
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        weight = None if class_weights is None else torch.tensor(self.class_weights)
+        self.register_buffer("answer_weight", weight, persistent=False)  # config holds them
         self.mlp = build_mlp(d_model, len(self.answers), hidden, dropout)
 
     def forward(self, fused: FusionOutput, answer_index: Tensor | None = None) -> HeadOutput:
         logits = self.mlp(fused.pooled)
         if answer_index is None:
             return HeadOutput(logits=logits)
-        weight = None
-        if self.class_weights is not None:
-            weight = torch.tensor(self.class_weights, device=logits.device, dtype=logits.dtype)
+        weight = None if self.answer_weight is None else self.answer_weight.to(logits.dtype)
         loss = F.cross_entropy(
             logits, answer_index, weight=weight, label_smoothing=self.label_smoothing
         )
