@@ -8,9 +8,10 @@ Contenders (same offline MiniLM backbone, same data):
 * ``peer2_hf_trainer``: ``AutoModelForSequenceClassification`` + ``DataCollatorWithPadding``
   + ``transformers.Trainer`` (``bf16=True``, ``use_cpu`` on CPU), batch 32, HF's default
   schedule (AdamW 5e-5, linear decay);
-* ``kgmm_text``: ``kgmm.Trainer`` on a ``FusedModel`` without a graph (MiniLM + one fusion
-  layer + intent head), the shared BANKING77 schedule of ``banking77_setup.training_arguments``
-  (bf16 autocast, length-grouped batches, fused AdamW), batch 32;
+* ``kgmm_text``: ``kgmm.Trainer`` on a ``FusedModel`` without a graph (MiniLM with its token
+  embeddings fixed, ``freeze_embeddings=True``, + one fusion layer + intent head), the shared
+  BANKING77 schedule of ``banking77_setup.training_arguments`` (bf16 autocast, length-grouped
+  batches, fused AdamW), batch 32;
 * ``kgmm_kg``: the same with knowledge fusion on over ``graphs/banking.tsv`` (3 hops, at most
   64 entities per sample, entity vectors from MiniLM over the entity names).
 
@@ -20,22 +21,28 @@ Two phases:
    round only: it is an order of magnitude slower) in turn for
    ``--warmup-steps`` untimed and ``--timed-steps`` timed optimizer steps on the same
    seeded samples (alternating contenders, so load on a shared machine hits all alike);
-   samples/s is the median over rounds. Model FLOP utilisation (MFU) is FLOPs per sample
+   samples/s is the median over rounds. With ``--turns`` all contenders but peer 1 instead
+   train in threads of one process taking one optimizer step each in turn (:class:`Turns`),
+   and each one's ratio to peer 2 is paired: summed step times over the same turns, with a
+   90% bootstrap interval. Model FLOP utilisation (MFU) is FLOPs per sample
    (``FlopCounterMode`` over the forward and backward pass of one real batch of that
    contender, padding included) times samples/s, divided by the bf16 matmul peak (a
    2048x2048 ``torch.matmul`` loop measured in this run, before and after; the best);
 2. accuracy: peer 2 and both kgmm models train ``--epochs`` epochs (or ``--max-steps``) on
    the training set and are scored on the test set; that run's own samples/s is reported too.
+   ``--accuracy-contenders`` picks some of them, so two processes can share the work.
 
-``--levers`` adds kgmm_text variants to the throughput phase (fp32, no length grouping,
-bf16 weights, eager attention instead of SDPA, a data-loader worker, 2 threads,
-``torch.compile`` of the text model; its compilation falls in the warm-up steps), the same
+``--levers`` adds kgmm variants to the throughput phase (trained token embeddings, fp32, no
+length grouping, bf16 weights, eager attention instead of SDPA, a data-loader worker, 2
+threads, ``torch.compile`` of the text model, whose compilation falls in the warm-up steps;
+``kg-`` levers change kgmm_kg instead of kgmm_text), the same
 worker and 2-thread settings for peer 2 (``dataloader_num_workers=1``; 2 torch threads), so
 a lever that only uses an idle core is compared with the peer given that core too, and
 times AdamW's fused against its foreach step.
 
     python benchmarks/train_speed.py                                   # full run (see README)
     python benchmarks/train_speed.py --max-steps 250 --repeats 3       # medium run
+    python benchmarks/train_speed.py --turns --no-accuracy --levers    # paired throughput
     python benchmarks/train_speed.py --quick                           # CI smoke run
 """
 
@@ -45,6 +52,7 @@ import argparse
 import random
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,6 +82,7 @@ from kgmm.training.device import move_to
 
 PEERS = ("peer1_tutorial", "peer2_hf_trainer")
 CONTENDERS = (*PEERS, "kgmm_text", "kgmm_kg")
+SCORED = CONTENDERS[1:]  # peer 1 is too slow for a full accuracy run
 LINKING = {"hops": 3, "max_entities": 64}  # 61 entities per utterance on average
 MAX_LENGTH = 128  # no BANKING77 utterance is longer (the longest has 98 word pieces)
 PEER1_BATCH, PEER1_LENGTH, PEER1_LR = 16, 128, 2e-5
@@ -241,6 +250,7 @@ def run_peer2(
     epochs: float,
     max_steps: int,
     variant: Peer2Variant,
+    callbacks: list[transformers.TrainerCallback] | None = None,
 ) -> Run:
     path = default_text_model_path()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -268,7 +278,7 @@ def run_peer2(
             args=args,
             train_dataset=peer2_dataset(train, labels, tokenizer),
             data_collator=transformers.DataCollatorWithPadding(tokenizer),
-            callbacks=[clock],
+            callbacks=[clock, *(callbacks or [])],
         )
         trainer.remove_callback(transformers.PrinterCallback)
         trainer.train()
@@ -328,19 +338,28 @@ def compile_text_encoder(model: kgmm.FusedModel) -> kgmm.FusedModel:
     return model
 
 
-KGMM = {"kgmm_text": KgmmVariant(False), "kgmm_kg": KgmmVariant(True)}
+# kgmm's recipe keeps the token embeddings fixed (lever "train-embeddings" shows the step
+# without that): on a CPU their dense gradient and AdamW update are a fifth of the step.
+RECIPE_TEXT = {"freeze_embeddings": True}
+KGMM = {
+    "kgmm_text": KgmmVariant(False, text=RECIPE_TEXT),
+    "kgmm_kg": KgmmVariant(True, text=RECIPE_TEXT),
+}
 LEVERS = {
-    "fp32": KgmmVariant(False, {"bf16": False}),
-    "no-grouping": KgmmVariant(False, {"group_by_length": False}),
+    "train-embeddings": KgmmVariant(False),
+    "kg-train-embeddings": KgmmVariant(True),
+    "fp32": KgmmVariant(False, {"bf16": False}, RECIPE_TEXT),
+    "no-grouping": KgmmVariant(False, {"group_by_length": False}, RECIPE_TEXT),
     "bf16-weights": KgmmVariant(
-        False, {"bf16": False}, transform=lambda model: model.to(torch.bfloat16)
+        False, {"bf16": False}, RECIPE_TEXT, transform=lambda model: model.to(torch.bfloat16)
     ),
     "eager-attention": KgmmVariant(
-        False, text={"config_overrides": {"_attn_implementation": "eager"}}
+        False, text={**RECIPE_TEXT, "config_overrides": {"_attn_implementation": "eager"}}
     ),
-    "worker": KgmmVariant(False, {"num_workers": 1}),
-    "2-threads": KgmmVariant(False, threads=2),
-    "compile": KgmmVariant(False, transform=compile_text_encoder),
+    "worker": KgmmVariant(False, {"num_workers": 1}, RECIPE_TEXT),
+    "2-threads": KgmmVariant(False, text=RECIPE_TEXT, threads=2),
+    "compile": KgmmVariant(False, text=RECIPE_TEXT, transform=compile_text_encoder),
+    "kg-compile": KgmmVariant(True, text=RECIPE_TEXT, transform=compile_text_encoder),
     "peer2-worker": Peer2Variant(workers=1),
     "peer2-2-threads": Peer2Variant(threads=2),
 }
@@ -356,6 +375,7 @@ def run_kgmm(
     max_steps: int,
     variant: KgmmVariant,
     save_to: Path | None = None,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> Run:
     model = kgmm_model(labels, variant.knowledge, **variant.text)
     if variant.transform is not None:
@@ -367,7 +387,8 @@ def run_kgmm(
             epochs,
             **{"max_steps": max_steps, "device": device.type, **variant.overrides},
         )
-        kgmm.Trainer(model, {TASK: train}, args=args, callbacks=[clock]).train()
+        callbacks = [clock, *(callbacks or [])]
+        kgmm.Trainer(model, {TASK: train}, args=args, callbacks=callbacks).train()
     accuracy = kgmm_accuracy(model, test, device) if test is not None else None
     if save_to is not None:
         model.save_pretrained(save_to)
@@ -427,6 +448,135 @@ def adamw_step_ms(labels: list[str], device: torch.device, fused: bool, steps: i
     return statistics.median(times[2:]) * 1e3
 
 
+# ---------------------------------------------------------------- turns
+class Turns:
+    """Contenders trained in threads of one process, taking one optimizer step each in turn.
+
+    This host's speed drifts 2-4x within a minute, so contenders run one after the other meet
+    different machines. In turns, the k-th steps of all contenders run seconds apart and the
+    ratio of their summed step times is a paired measurement. A turn holds all of a
+    contender's work between two optimizer steps (data loading and collation included): the
+    others wait. Hand-written: no benchmarking library interleaves whole training loops.
+    """
+
+    def __init__(self, names: list[str], device: torch.device) -> None:
+        self.order = list(names)
+        self.device = device
+        self.condition = threading.Condition()
+        self.current = 0
+        self.started = 0.0
+        self.step_seconds: dict[str, list[float]] = {name: [] for name in names}
+
+    def begin(self, name: str) -> None:
+        """Block until it is ``name``'s turn."""
+        with self.condition:
+            self.condition.wait_for(lambda: self.order[self.current] == name)
+        self.started = time.perf_counter()
+
+    def end_step(self, name: str) -> None:
+        """Record ``name``'s step, hand the turn on and wait for the next one."""
+        synchronize(self.device)
+        self.step_seconds[name].append(time.perf_counter() - self.started)
+        self._hand_on(name, leaving=False)
+        self.begin(name)
+
+    def leave(self, name: str) -> None:
+        """``name`` is done: the others go on without it."""
+        self._hand_on(name, leaving=True)
+
+    def _hand_on(self, name: str, leaving: bool) -> None:
+        with self.condition:
+            index = self.order.index(name)
+            if leaving:
+                self.order.pop(index)
+                self.current = index % len(self.order) if self.order else 0
+            else:
+                self.current = (index + 1) % len(self.order)
+            self.condition.notify_all()
+
+
+class TurnTaker:
+    """Ends the contender's turn at the end of every optimizer step."""
+
+    def __init__(self, turns: Turns, name: str) -> None:
+        self.turns, self.name = turns, name
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        self.turns.end_step(self.name)
+
+
+class KgmmTurn(TurnTaker, TrainerCallback):
+    """A :class:`TurnTaker` for ``kgmm.Trainer``."""
+
+
+class HFTurn(TurnTaker, transformers.TrainerCallback):
+    """A :class:`TurnTaker` for ``transformers.Trainer``."""
+
+
+def needs_own_process(variant: KgmmVariant | Peer2Variant) -> bool:
+    """Thread counts are process-wide and workers run beside the others' turns."""
+    workers = (
+        variant.workers
+        if isinstance(variant, Peer2Variant)
+        else "num_workers" in (variant.overrides)
+    )
+    return bool(workers or variant.threads)
+
+
+def turns_phase(
+    names: list[str], train: list[dict], labels: list[str], options: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Timed step seconds of each contender trained in turns (after the warm-up steps)."""
+    device, warmup = options.device, options.warmup_steps
+    steps = warmup + options.timed_steps
+    turns = Turns(names, device)
+    errors: dict[str, BaseException] = {}
+
+    def train_in_turns(name: str) -> None:
+        turns.begin(name)
+        try:
+            variant = contender_variant(name)
+            peer = isinstance(variant, Peer2Variant)
+            run_contender = run_peer2 if peer else run_kgmm
+            hook = (HFTurn if peer else KgmmTurn)(turns, name)
+            samples = cycled(train, steps * BATCH)
+            run_contender(
+                samples, None, labels, device, warmup, 1, steps, variant, callbacks=[hook]
+            )
+        except BaseException as error:  # re-raised in the main thread below
+            errors[name] = error
+        finally:
+            turns.leave(name)
+
+    threads = [threading.Thread(target=train_in_turns, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        name, error = next(iter(errors.items()))
+        raise RuntimeError(f"{name} failed while training in turns") from error
+    timed = {name: seconds[warmup:] for name, seconds in turns.step_seconds.items()}
+    for name, seconds in timed.items():
+        print(f"in turns: {name:34} {BATCH * len(seconds) / sum(seconds):8.2f} samples/s")
+    return timed
+
+
+def paired_ratio(
+    reference: list[float], contender: list[float], resamples: int = 1000
+) -> tuple[float, float, float]:
+    """Speed of ``contender`` over ``reference`` from their step seconds in the same turns:
+    the ratio of summed times, and a 90% bootstrap interval over turns."""
+    pairs = list(zip(reference, contender))
+    rng = random.Random(0)
+    draws = sorted(
+        sum(r for r, _ in sample) / sum(c for _, c in sample)
+        for sample in ([rng.choice(pairs) for _ in pairs] for _ in range(resamples))
+    )
+    ratio = sum(r for r, _ in pairs) / sum(c for _, c in pairs)
+    return ratio, draws[int(0.05 * resamples)], draws[int(0.95 * resamples) - 1]
+
+
 # ---------------------------------------------------------------- main
 def throughput_phase(
     names: list[str], train: list[dict], labels: list[str], options: argparse.Namespace
@@ -459,19 +609,44 @@ def contender_variant(name: str) -> KgmmVariant | Peer2Variant:
     return KGMM.get(name) or LEVERS[name.removeprefix("lever: ")]
 
 
+def paired_columns(step_seconds: dict[str, list[float]], name: str) -> dict[str, Any]:
+    """With turns: the paired ratio to peer 2 and its 90% interval (replacing the plain
+    ratio of medians); for a lever also the paired ratio to the contender it changes."""
+    if name not in step_seconds or "peer2_hf_trainer" not in step_seconds:
+        return {}
+    ratio, low, high = paired_ratio(step_seconds["peer2_hf_trainer"], step_seconds[name])
+    columns = {"ratio_to_peer2": ratio, "ratio_low": low, "ratio_high": high, "turns": True}
+    base = same_model(contender_variant(name))
+    if name.startswith("lever: ") and base in step_seconds:
+        to_base, base_low, base_high = paired_ratio(step_seconds[base], step_seconds[name])
+        columns.update(
+            {"versus": base, "ratio_to_it": to_base, "it_low": base_low, "it_high": base_high}
+        )
+    return {**columns, "step_seconds": step_seconds[name]}
+
+
+def same_model(variant: KgmmVariant | Peer2Variant) -> str:
+    """The contender whose model (so FLOPs per sample) a lever trains."""
+    if isinstance(variant, Peer2Variant):
+        return "peer2_hf_trainer"
+    return "kgmm_kg" if variant.knowledge else "kgmm_text"
+
+
 def accuracy_phase(
     train: list[dict], test: list[dict], labels: list[str], options: argparse.Namespace
 ) -> dict[str, Run]:
     device, warmup = options.device, options.warmup_steps
     epochs, max_steps = options.epochs, options.max_steps
-    peer2 = run_peer2(train, test, labels, device, warmup, epochs, max_steps, Peer2Variant())
-    runs = {"peer2_hf_trainer": peer2}
-    print(f"accuracy run: peer2_hf_trainer {runs['peer2_hf_trainer']}", flush=True)
-    for name, variant in KGMM.items():
-        save_to = options.save_model if name == "kgmm_kg" else None
-        runs[name] = run_kgmm(
-            train, test, labels, device, warmup, epochs, max_steps, variant, save_to
-        )
+    runs = {}
+    for name in options.accuracy_contenders:
+        variant = contender_variant(name)
+        if isinstance(variant, Peer2Variant):
+            runs[name] = run_peer2(train, test, labels, device, warmup, epochs, max_steps, variant)
+        else:
+            save_to = options.save_model if name == "kgmm_kg" else None
+            runs[name] = run_kgmm(
+                train, test, labels, device, warmup, epochs, max_steps, variant, save_to
+            )
         print(f"accuracy run: {name} {runs[name]}", flush=True)
     return runs
 
@@ -491,7 +666,17 @@ def main(argv: list[str] | None = None) -> dict:
     fp32_peak = matmul_peak(device, torch.float32)
     levers = list(LEVERS) if options.levers == [] else options.levers or []
     names = list(CONTENDERS) + [f"lever: {lever}" for lever in levers]
-    speeds = throughput_phase(names, train, labels, options) if options.repeats else {}
+    step_seconds: dict[str, list[float]] = {}
+    if options.turns:
+        speeds = throughput_phase(
+            [n for n in names if n == "peer1_tutorial"], train, labels, options
+        )
+        step_seconds = turns_phase(
+            [n for n in names if n != "peer1_tutorial"], train, labels, options
+        )
+        speeds.update({name: [BATCH * len(s) / sum(s)] for name, s in step_seconds.items()})
+    else:
+        speeds = throughput_phase(names, train, labels, options) if options.repeats else {}
     runs = accuracy_phase(train, test, labels, options) if options.accuracy else {}
     peaks.append(matmul_peak(device, torch.bfloat16))
     peak = max(peaks)
@@ -510,9 +695,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     reference = speed("peer2_hf_trainer")
     rows = []
-    for name in names:
-        baseline = "peer2_hf_trainer" if name.startswith("lever: peer2") else "kgmm_text"
-        per_sample = flops.get(name, flops[baseline] if name.startswith("lever") else None)
+    for name in (name for name in names if speed(name)):
+        per_sample = flops.get(name) or flops[same_model(contender_variant(name))]
         throughput = speed(name)
         rows.append(
             {
@@ -520,6 +704,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "samples_per_s": throughput,
                 "runs_samples_per_s": speeds.get(name, []),
                 "ratio_to_peer2": throughput / reference if throughput and reference else None,
+                **paired_columns(step_seconds, name),
                 "accuracy_run_samples_per_s": runs[name].samples_per_s if name in runs else None,
                 "test_accuracy": runs[name].accuracy if name in runs else None,
                 "gflops_per_sample": per_sample / 1e9 if per_sample else None,
@@ -530,6 +715,10 @@ def main(argv: list[str] | None = None) -> dict:
         "contender",
         "samples_per_s",
         "ratio_to_peer2",
+        "ratio_low",
+        "ratio_high",
+        "versus",
+        "ratio_to_it",
         "accuracy_run_samples_per_s",
         "test_accuracy",
         "gflops_per_sample",
@@ -581,6 +770,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timed-steps", type=int, default=20)
     parser.add_argument("--no-accuracy", dest="accuracy", action="store_false")
     parser.add_argument(
+        "--turns",
+        action="store_true",
+        help="throughput with every contender (but peer 1) training in turns, one step each, "
+        "in one process: a paired measurement on a machine whose speed drifts",
+    )
+    parser.add_argument(
+        "--accuracy-contenders",
+        nargs="+",
+        choices=SCORED,
+        default=list(SCORED),
+        help="the contenders the accuracy phase trains (several processes can share the work)",
+    )
+    parser.add_argument(
         "--levers",
         nargs="*",
         choices=list(LEVERS),
@@ -590,6 +792,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="5 intents, 2 steps: a smoke run")
     parser.add_argument("--out", default="results/train_speed.json")
     options = parser.parse_args(argv)
+    if options.turns and options.levers == []:  # every lever that can take turns
+        options.levers = [name for name, lever in LEVERS.items() if not needs_own_process(lever)]
+    if options.turns:
+        own = [name for name in options.levers or [] if needs_own_process(LEVERS[name])]
+        if own:
+            parser.error(f"--turns cannot time {own} (own threads or data-loader workers)")
     if options.quick:
         options.repeats, options.warmup_steps, options.timed_steps = 1, 1, 2
         options.max_steps = 2

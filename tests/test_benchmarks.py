@@ -7,8 +7,10 @@ positive speed and accuracies in [0, 1].
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
+import torch
 from conftest import import_benchmark, shared_dataset
 
 
@@ -37,6 +39,65 @@ def test_train_speed_quick_reports_every_contender(tmp_path):
     assert result["bf16_matmul_peak_flops"] > 0
     assert result["batch"]["kg"]["entities_per_sample"] > 0
     assert result["batch"]["text"]["entities_per_sample"] == 0
+
+
+def test_train_speed_turns_reports_paired_ratios(tmp_path):
+    data = shared_dataset("banking77")
+    out = tmp_path / "train_speed.json"
+    train_speed = import_benchmark("train_speed")
+    train_speed.main(
+        ["--quick", "--turns", "--no-accuracy", "--threads", "1", "--data-dir", str(data)]
+        + ["--out", str(out), "--levers", "train-embeddings"]
+    )
+    rows = {row["contender"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == set(train_speed.CONTENDERS) | {"lever: train-embeddings"}
+    assert "turns" not in rows["peer1_tutorial"]  # too slow to take turns: timed on its own
+    for name in ("kgmm_text", "kgmm_kg", "lever: train-embeddings"):
+        row = rows[name]
+        assert row["turns"]
+        assert row["ratio_low"] <= row["ratio_to_peer2"] <= row["ratio_high"], name
+    assert rows["peer2_hf_trainer"]["ratio_to_peer2"] == pytest.approx(1.0)
+    lever = rows["lever: train-embeddings"]
+    assert lever["versus"] == "kgmm_text"
+    assert lever["it_low"] <= lever["ratio_to_it"] <= lever["it_high"]
+    assert len(lever["step_seconds"]) == len(rows["kgmm_text"]["step_seconds"]) == 2
+
+
+def test_train_speed_turns_refuses_levers_that_need_their_own_process():
+    train_speed = import_benchmark("train_speed")
+    with pytest.raises(SystemExit):
+        train_speed.parse_args(["--turns", "--levers", "worker"])
+
+
+def test_turns_alternate_steps_and_go_on_without_a_finished_contender():
+    train_speed = import_benchmark("train_speed")
+    turns = train_speed.Turns(["a", "b"], torch.device("cpu"))
+    events = []
+
+    def contender(name, steps):
+        turns.begin(name)
+        for step in range(steps):
+            events.append(f"{name}{step}")
+            turns.end_step(name)
+        turns.leave(name)
+
+    threads = [threading.Thread(target=contender, args=args) for args in (("a", 2), ("b", 4))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert events == ["a0", "b0", "a1", "b1", "b2", "b3"]
+    assert [len(turns.step_seconds[name]) for name in "ab"] == [2, 4]
+
+
+def test_paired_ratio_is_the_ratio_of_summed_step_times():
+    train_speed = import_benchmark("train_speed")
+    ratio, low, high = train_speed.paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+    assert ratio == pytest.approx(2.0)
+    assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
+    ratio, low, high = train_speed.paired_ratio([1.0, 3.0], [1.0, 1.0])
+    assert ratio == pytest.approx(2.0)
+    assert low == pytest.approx(1.0) and high == pytest.approx(3.0)
 
 
 def test_inference_quick_reports_every_variant(tmp_path):

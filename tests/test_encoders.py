@@ -146,6 +146,17 @@ def test_trainable_top_layers_freezes_embeddings_and_lower_layers() -> None:
     }
 
 
+def test_freeze_embeddings_fixes_only_the_token_embeddings() -> None:
+    default = TextEncoder(random_init=True, config_overrides=TINY_BERT)
+    encoder = TextEncoder(random_init=True, config_overrides=TINY_BERT, freeze_embeddings=True)
+    newly_frozen = trainable_names(default.model) - trainable_names(encoder.model)
+    assert newly_frozen == {"embeddings.word_embeddings.weight"}
+    batch = encoder.preprocessor(["a card payment", "top up"])
+    encoder(**batch).tokens.sum().backward()
+    assert encoder.model.get_input_embeddings().weight.grad is None
+    assert encoder.model.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
 def test_freeze_trains_nothing_and_keeps_eval_mode() -> None:
     encoder = TextEncoder(random_init=True, config_overrides=TINY_BERT, freeze=True)
     encoder.train()

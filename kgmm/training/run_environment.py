@@ -16,15 +16,27 @@ import torch
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-def git_commit(folder: Path = REPOSITORY) -> str | None:
-    """``git rev-parse HEAD`` in ``folder``, or None outside a checkout."""
+def _git(folder: Path, *arguments: str) -> str | None:
+    """Standard output of ``git ARGUMENTS`` in ``folder``, or None outside a checkout."""
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+            ["git", *arguments], cwd=folder, capture_output=True, text=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
         return None
-    return done.stdout.strip() or None
+    return done.stdout
+
+
+def git_commit(folder: Path = REPOSITORY) -> str | None:
+    """``git rev-parse HEAD`` in ``folder``, or None outside a checkout."""
+    return (_git(folder, "rev-parse", "HEAD") or "").strip() or None
+
+
+def git_modified(folder: Path = REPOSITORY) -> list[str] | None:
+    """Tracked files that differ from the commit (the run did not use the commit as is), or
+    None outside a checkout."""
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    return None if status is None else [line[3:] for line in status.splitlines()]
 
 
 def run_environment() -> dict[str, Any]:
@@ -39,6 +51,7 @@ def run_environment() -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "git_commit": git_commit(),
+        "git_modified": git_modified(),
     }
 
 
