@@ -515,11 +515,8 @@ class HFTurn(TurnTaker, transformers.TrainerCallback):
 
 def needs_own_process(variant: KgmmVariant | Peer2Variant) -> bool:
     """Thread counts are process-wide and workers run beside the others' turns."""
-    workers = (
-        variant.workers
-        if isinstance(variant, Peer2Variant)
-        else "num_workers" in (variant.overrides)
-    )
+    peer = isinstance(variant, Peer2Variant)
+    workers = variant.workers if peer else variant.overrides.get("num_workers", 0)
     return bool(workers or variant.threads)
 
 
