@@ -339,7 +339,7 @@ def compile_text_encoder(model: kgmm.FusedModel) -> kgmm.FusedModel:
 
 
 # kgmm's recipe keeps the token embeddings fixed (lever "train-embeddings" shows the step
-# without that): on a CPU their dense gradient and AdamW update are a fifth of the step.
+# without that): on a CPU their dense gradient and AdamW update cost a text-only step ~30%.
 RECIPE_TEXT = {"freeze_embeddings": True}
 KGMM = {
     "kgmm_text": KgmmVariant(False, text=RECIPE_TEXT),
@@ -533,11 +533,9 @@ def turns_phase(
         turns.begin(name)
         try:
             variant = contender_variant(name)
-            peer = isinstance(variant, Peer2Variant)
-            run_contender = run_peer2 if peer else run_kgmm
-            hook = (HFTurn if peer else KgmmTurn)(turns, name)
+            hook = (HFTurn if isinstance(variant, Peer2Variant) else KgmmTurn)(turns, name)
             samples = cycled(train, steps * BATCH)
-            run_contender(
+            trainer_run(variant)(
                 samples, None, labels, device, warmup, 1, steps, variant, callbacks=[hook]
             )
         except BaseException as error:  # re-raised in the main thread below
@@ -590,13 +588,17 @@ def throughput_phase(
                 run = run_peer1(train, labels, timed, warmup, device)
             else:
                 variant = contender_variant(name)
-                run_contender = run_peer2 if isinstance(variant, Peer2Variant) else run_kgmm
-                run = run_contender(
+                run = trainer_run(variant)(
                     cycled(train, steps * BATCH), None, labels, device, warmup, 1, steps, variant
                 )
             speeds[name].append(run.samples_per_s)
             print(f"round {round_ + 1}: {name:34} {run.samples_per_s:8.2f} samples/s", flush=True)
     return speeds
+
+
+def trainer_run(variant: KgmmVariant | Peer2Variant) -> Callable[..., Run]:
+    """The function that trains a contender of this kind: ``run_peer2`` or ``run_kgmm``."""
+    return run_peer2 if isinstance(variant, Peer2Variant) else run_kgmm
 
 
 def contender_variant(name: str) -> KgmmVariant | Peer2Variant:
@@ -637,13 +639,10 @@ def accuracy_phase(
     runs = {}
     for name in options.accuracy_contenders:
         variant = contender_variant(name)
-        if isinstance(variant, Peer2Variant):
-            runs[name] = run_peer2(train, test, labels, device, warmup, epochs, max_steps, variant)
-        else:
-            save_to = options.save_model if name == "kgmm_kg" else None
-            runs[name] = run_kgmm(
-                train, test, labels, device, warmup, epochs, max_steps, variant, save_to
-            )
+        saving = {"save_to": options.save_model} if name == "kgmm_kg" else {}
+        runs[name] = trainer_run(variant)(
+            train, test, labels, device, warmup, epochs, max_steps, variant, **saving
+        )
         print(f"accuracy run: {name} {runs[name]}", flush=True)
     return runs
 

@@ -74,7 +74,7 @@ class TextEncoder(nn.Module):
         freeze_embeddings: Keep the token embedding matrix fixed and train the rest. It is
             the largest single weight (30522 x 384, 45% of MiniLM): its dense gradient and
             optimizer update cost a CPU training step more than its effect on accuracy
-            (``benchmarks/train_speed.py --levers frozen-embeddings``).
+            (``benchmarks/train_speed.py --turns --levers train-embeddings``).
         max_length: Longest tokenised input; longer inputs are truncated.
         truncation_side: ``"right"`` (drop the end of a long input) or ``"left"`` (its start).
         config_overrides: Values that replace fields of the checkpoint's config. Overrides
