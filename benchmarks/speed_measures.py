@@ -2,6 +2,8 @@
 
 * ``matmul_peak``: FLOP/s of a square ``torch.matmul`` loop (the ceiling model FLOP
   utilisation is a ratio of), on the same device, dtype and thread count as the run;
+  ``matmul_rate`` the same for any list of shapes, e.g. ``encoder_layer_shapes``: the rate
+  a model's own matmuls can reach, so a low MFU can be told from small matmuls;
 * ``counted_flops``: the FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts while a
   function runs (matmuls, convolutions and attention; elementwise work is not counted);
 * ``synchronize``: wait for queued GPU work, so wall clocks measure finished work.
@@ -21,31 +23,53 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def matmul_rate(
+    shapes: list[tuple[int, int, int]],
+    device: torch.device,
+    dtype: torch.dtype = torch.bfloat16,
+    seconds: float = 1.0,
+) -> float:
+    """FLOP/s of back-to-back matmuls ``[m, k] @ [k, n]`` of ``shapes`` in ``dtype``: the best
+    of 3 rounds of about ``seconds / 3`` each (the best round is the least disturbed by other
+    work)."""
+    pairs = [
+        (torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype))
+        for m, k, n in shapes
+    ]
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    best = 0.0
+    for round_ in range(4):  # round 0 warms up
+        count, start = 0, time.perf_counter()
+        while True:
+            for a, b in pairs:
+                torch.matmul(a, b)
+            count += 1
+            if count % 8 == 0:  # a GPU synchronisation per matmul would lower its rate
+                synchronize(device)
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds / 3:
+                    break
+        if round_:
+            best = max(best, flops * count / elapsed)
+    return best
+
+
 def matmul_peak(
     device: torch.device,
     dtype: torch.dtype = torch.bfloat16,
     size: int = 2048,
     seconds: float = 1.0,
 ) -> float:
-    """FLOP/s of back-to-back ``size x size`` matmuls in ``dtype``: the best of 3 rounds of
-    about ``seconds / 3`` each (the best round is the least disturbed by other work)."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    torch.matmul(a, b)
-    synchronize(device)
-    best = 0.0
-    for _ in range(3):
-        count, start = 0, time.perf_counter()
-        while True:
-            torch.matmul(a, b)
-            count += 1
-            if count % 4 == 0:
-                synchronize(device)
-                elapsed = time.perf_counter() - start
-                if elapsed >= seconds / 3:
-                    break
-        best = max(best, 2 * size**3 * count / elapsed)
-    return best
+    """FLOP/s of ``size x size`` matmuls: the ceiling model FLOP utilisation is a ratio of."""
+    return matmul_rate([(size, size, size)], device, dtype, seconds)
+
+
+def encoder_layer_shapes(rows: int, hidden: int, intermediate: int) -> list[tuple[int, int, int]]:
+    """The ``(m, k, n)`` matmuls of one transformer layer's linears in a training step over
+    ``rows`` tokens: query, key, value and output (``hidden x hidden``), feed-forward up and
+    down, each forward, input gradient and weight gradient."""
+    linears = [(hidden, hidden)] * 4 + [(hidden, intermediate), (intermediate, hidden)]
+    return [shape for k, n in linears for shape in ((rows, k, n), (rows, n, k), (k, rows, n))]
 
 
 def counted_flops(step: Callable[[], None]) -> int:

@@ -11,7 +11,8 @@ Contenders (same offline MiniLM backbone, same data):
 * ``kgmm_text``: ``kgmm.Trainer`` on a ``FusedModel`` without a graph (MiniLM with its token
   embeddings fixed, ``freeze_embeddings=True``, + one fusion layer + intent head), the shared
   BANKING77 schedule of ``banking77_setup.training_arguments`` (bf16 autocast, length-grouped
-  batches, fused AdamW), batch 32;
+  batches, fused AdamW) with ``compile=True`` (the encoder under ``torch.compile``; its
+  compilation, about a minute, falls in the warm-up steps), batch 32;
 * ``kgmm_kg``: the same with knowledge fusion on over ``graphs/banking.tsv`` (3 hops, at most
   64 entities per sample, entity vectors from MiniLM over the entity names).
 
@@ -27,15 +28,17 @@ Two phases:
    90% bootstrap interval. Model FLOP utilisation (MFU) is FLOPs per sample
    (``FlopCounterMode`` over the forward and backward pass of one real batch of that
    contender, padding included) times samples/s, divided by the bf16 matmul peak (a
-   2048x2048 ``torch.matmul`` loop measured in this run, before and after; the best);
+   2048x2048 ``torch.matmul`` loop measured in this run, before and after; the best). The
+  rate MiniLM's own linear matmuls reach at the batch's token count is measured too, so a
+  low MFU can be told from matmuls too small for the peak;
 2. accuracy: peer 2 and both kgmm models train ``--epochs`` epochs (or ``--max-steps``) on
    the training set and are scored on the test set; that run's own samples/s is reported too.
    ``--accuracy-contenders`` picks some of them, so two processes can share the work.
 
-``--levers`` adds kgmm variants to the throughput phase (trained token embeddings, fp32, no
-length grouping, bf16 weights, eager attention instead of SDPA, a data-loader worker, 2
-threads, ``torch.compile`` of the text model, whose compilation falls in the warm-up steps;
-``kg-`` levers change kgmm_kg instead of kgmm_text), the same
+``--levers`` adds kgmm variants to the throughput phase, each changing one thing of kgmm's
+recipe (trained token embeddings, no ``torch.compile``, fp32, no length grouping, bf16
+weights, eager attention instead of SDPA, a data-loader worker, 2 threads; ``kg-`` levers
+change kgmm_kg instead of kgmm_text), the same
 worker and 2-thread settings for peer 2 (``dataloader_num_workers=1``; 2 torch threads), so
 a lever that only uses an idle core is compared with the peer given that core too, and
 times AdamW's fused against its foreach step.
@@ -69,7 +72,13 @@ from banking77_setup import (
     training_arguments,
     write_results,
 )
-from speed_measures import counted_flops, matmul_peak, synchronize
+from speed_measures import (
+    counted_flops,
+    encoder_layer_shapes,
+    matmul_peak,
+    matmul_rate,
+    synchronize,
+)
 from torch.utils.data import DataLoader, TensorDataset
 
 import kgmm
@@ -319,10 +328,18 @@ def kgmm_model(labels: list[str], knowledge: bool, **text: Any) -> kgmm.FusedMod
     return kgmm.FusedModel(config, kg=kgmm.KnowledgeGraph.load(GRAPH) if knowledge else None)
 
 
+# kgmm's recipe, on top of the shared BANKING77 schedule: the token embeddings stay fixed (on
+# a CPU their dense gradient and AdamW update cost a text-only step ~30%; lever
+# "train-embeddings") and the encoder is compiled (fused casts and dropout; lever "eager").
+RECIPE_TEXT = {"freeze_embeddings": True}
+RECIPE_ARGS = {"compile": True}
+
+
 @dataclass
 class KgmmVariant:
-    """A kgmm contender: the model, ``TrainingArguments`` overrides, a model transform and
-    the thread count it runs with (``None``: the run's)."""
+    """A kgmm contender: the model, and what it changes in kgmm's recipe: ``TrainingArguments``
+    fields, text-encoder options, a model transform and the thread count (``None``: the
+    run's)."""
 
     knowledge: bool
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -331,35 +348,22 @@ class KgmmVariant:
     threads: int | None = None
 
 
-def compile_text_encoder(model: kgmm.FusedModel) -> kgmm.FusedModel:
-    """``torch.compile`` (inductor, dynamic shapes: batches differ in length) on the HF text
-    model in place, so the FusedModel around it keeps its API."""
-    model.encoders["text"].model.compile(dynamic=True)
-    return model
-
-
-# kgmm's recipe keeps the token embeddings fixed (lever "train-embeddings" shows the step
-# without that): on a CPU their dense gradient and AdamW update cost a text-only step ~30%.
-RECIPE_TEXT = {"freeze_embeddings": True}
-KGMM = {
-    "kgmm_text": KgmmVariant(False, text=RECIPE_TEXT),
-    "kgmm_kg": KgmmVariant(True, text=RECIPE_TEXT),
-}
+KGMM = {"kgmm_text": KgmmVariant(False), "kgmm_kg": KgmmVariant(True)}
 LEVERS = {
-    "train-embeddings": KgmmVariant(False),
-    "kg-train-embeddings": KgmmVariant(True),
-    "fp32": KgmmVariant(False, {"bf16": False}, RECIPE_TEXT),
-    "no-grouping": KgmmVariant(False, {"group_by_length": False}, RECIPE_TEXT),
+    "train-embeddings": KgmmVariant(False, text={"freeze_embeddings": False}),
+    "kg-train-embeddings": KgmmVariant(True, text={"freeze_embeddings": False}),
+    "eager": KgmmVariant(False, {"compile": False}),
+    "kg-eager": KgmmVariant(True, {"compile": False}),
+    "fp32": KgmmVariant(False, {"bf16": False}),
+    "no-grouping": KgmmVariant(False, {"group_by_length": False}),
     "bf16-weights": KgmmVariant(
-        False, {"bf16": False}, RECIPE_TEXT, transform=lambda model: model.to(torch.bfloat16)
+        False, {"bf16": False}, transform=lambda model: model.to(torch.bfloat16)
     ),
     "eager-attention": KgmmVariant(
-        False, text={**RECIPE_TEXT, "config_overrides": {"_attn_implementation": "eager"}}
+        False, text={"config_overrides": {"_attn_implementation": "eager"}}
     ),
-    "worker": KgmmVariant(False, {"num_workers": 1}, RECIPE_TEXT),
-    "2-threads": KgmmVariant(False, text=RECIPE_TEXT, threads=2),
-    "compile": KgmmVariant(False, text=RECIPE_TEXT, transform=compile_text_encoder),
-    "kg-compile": KgmmVariant(True, text=RECIPE_TEXT, transform=compile_text_encoder),
+    "worker": KgmmVariant(False, {"num_workers": 1}),
+    "2-threads": KgmmVariant(False, threads=2),
     "peer2-worker": Peer2Variant(workers=1),
     "peer2-2-threads": Peer2Variant(threads=2),
 }
@@ -377,7 +381,7 @@ def run_kgmm(
     save_to: Path | None = None,
     callbacks: list[TrainerCallback] | None = None,
 ) -> Run:
-    model = kgmm_model(labels, variant.knowledge, **variant.text)
+    model = kgmm_model(labels, variant.knowledge, **{**RECIPE_TEXT, **variant.text})
     if variant.transform is not None:
         model = variant.transform(model)
     clock = KgmmClock(device)
@@ -385,7 +389,7 @@ def run_kgmm(
         args = training_arguments(
             Path(output_dir),
             epochs,
-            **{"max_steps": max_steps, "device": device.type, **variant.overrides},
+            **{"max_steps": max_steps, "device": device.type, **RECIPE_ARGS, **variant.overrides},
         )
         callbacks = [clock, *(callbacks or [])]
         kgmm.Trainer(model, {TASK: train}, args=args, callbacks=callbacks).train()
@@ -683,6 +687,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     flops["kgmm_text"], text_shape = kgmm_flops_per_sample(train, labels, False, device)
     flops["kgmm_kg"], kg_shape = kgmm_flops_per_sample(train, labels, True, device)
+    text_config = transformers.AutoConfig.from_pretrained(default_text_model_path())
+    step_shapes = encoder_layer_shapes(
+        round(BATCH * text_shape["tokens_per_sample"]),
+        text_config.hidden_size,
+        text_config.intermediate_size,
+    )
+    layer_rate = matmul_rate(step_shapes, device)
 
     def speed(name: str) -> float | None:
         if speeds.get(name):
@@ -727,6 +738,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{kg_shape['entities_per_sample']:.1f} entities and "
         f"{kg_shape['tokens_per_sample']:.1f} tokens per sample"
     )
+    print(
+        f"bf16 matmuls of MiniLM's linears at the batch's {step_shapes[0][0]} tokens: "
+        f"{layer_rate / 1e12:.3f} TFLOP/s, {layer_rate / peak:.0%} of the peak"
+    )
     extra: dict[str, Any] = {}
     if levers:
         extra["adamw_step_ms"] = {
@@ -737,6 +752,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "bf16_matmul_peak_flops": peak,
         "fp32_matmul_peak_flops": fp32_peak,
+        "bf16_matmul_rate_at_step_shapes": layer_rate,
+        "step_shapes": "encoder_layer_shapes(batch x text tokens per sample, hidden, "
+        "intermediate): the linears' forward and both backward matmuls",
         "flops_counter": "torch.utils.flop_counter.FlopCounterMode, forward+backward of one "
         "real batch (padding included)",
         "batch": {"text": text_shape, "kg": kg_shape},

@@ -14,10 +14,19 @@ import torch
 from conftest import import_benchmark, shared_dataset
 
 
-def test_train_speed_quick_reports_every_contender(tmp_path):
+@pytest.fixture
+def train_speed(monkeypatch):
+    """benchmarks/train_speed.py with kgmm's recipe left uncompiled: compiling MiniLM takes
+    about a minute per model, too long for a smoke run (tests/test_training.py covers
+    ``compile=True``)."""
+    module = import_benchmark("train_speed")
+    monkeypatch.setitem(module.RECIPE_ARGS, "compile", False)
+    return module
+
+
+def test_train_speed_quick_reports_every_contender(tmp_path, train_speed):
     data = shared_dataset("banking77")
     out = tmp_path / "train_speed.json"
-    train_speed = import_benchmark("train_speed")
     levers = ["--levers", "peer2-worker", "peer2-2-threads"]
     train_speed.main(
         ["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out), *levers]
@@ -41,10 +50,9 @@ def test_train_speed_quick_reports_every_contender(tmp_path):
     assert result["batch"]["text"]["entities_per_sample"] == 0
 
 
-def test_train_speed_turns_reports_paired_ratios(tmp_path):
+def test_train_speed_turns_reports_paired_ratios(tmp_path, train_speed):
     data = shared_dataset("banking77")
     out = tmp_path / "train_speed.json"
-    train_speed = import_benchmark("train_speed")
     train_speed.main(
         ["--quick", "--turns", "--no-accuracy", "--threads", "1", "--data-dir", str(data)]
         + ["--out", str(out), "--levers", "train-embeddings"]
@@ -88,6 +96,16 @@ def test_turns_alternate_steps_and_go_on_without_a_finished_contender():
         thread.join(timeout=30)
     assert events == ["a0", "b0", "a1", "b1", "b2", "b3"]
     assert [len(turns.step_seconds[name]) for name in "ab"] == [2, 4]
+
+
+def test_encoder_layer_shapes_cover_forward_and_both_gradients():
+    """A layer's linears do 2*rows*(4*h*h + 2*h*i) FLOPs forward; the input and weight
+    gradients each do as many again."""
+    shapes = import_benchmark("speed_measures").encoder_layer_shapes(10, 4, 16)
+    assert len(shapes) == 18
+    forward = 2 * 10 * (4 * 4 * 4 + 2 * 4 * 16)
+    assert sum(2 * m * k * n for m, k, n in shapes) == 3 * forward
+    assert (10, 4, 16) in shapes and (4, 10, 16) in shapes and (10, 16, 4) in shapes
 
 
 def test_paired_ratio_is_the_ratio_of_summed_step_times():

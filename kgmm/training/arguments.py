@@ -47,6 +47,11 @@ class TrainingArguments:
     ``early_stopping_patience`` evaluations without improvement stop training.
     ``greater_is_better`` defaults to False for losses and True otherwise.
 
+    Speed: ``bf16`` trains under bf16 autocast; ``compile`` runs
+    :meth:`kgmm.FusedModel.compile_encoders` before the first step (fuses the encoders'
+    casts, dropout and element-wise ops; not with ``DifferentialPrivacy``, whose per-sample
+    gradient hooks need the eager modules).
+
     ``resume_from_checkpoint``: a checkpoint folder, or True for the newest complete
     ``checkpoint-*`` in ``output_dir`` (a fresh start when there is none).
     """
@@ -65,6 +70,7 @@ class TrainingArguments:
     lr_scheduler: str = "linear"
     max_grad_norm: float | None = 1.0
     bf16: bool = False
+    compile: bool = False
     task_sampling: str = "proportional"
     sampling_temperature: float = 1.0
     task_weights: dict[str, float] = field(default_factory=dict)

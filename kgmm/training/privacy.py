@@ -73,6 +73,11 @@ class DifferentialPrivacy(TrainerCallback):
             )
         if trainer.distributed.enabled:
             raise ConfigError("DifferentialPrivacy does not support torchrun/DDP training yet")
+        if args.compile:
+            raise ConfigError(
+                "DifferentialPrivacy needs eager modules for its per-sample gradient hooks; "
+                "set compile=False"
+            )
         self.sample_rate = max(
             args.batch_size_of(task) / len(samples) for task, samples in trainer.train_data.items()
         )

@@ -201,6 +201,8 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_begin(self)
 
+        if args.compile:
+            self.model.compile_encoders()
         wrapped = self._wrapped = self.distributed.wrap(_TaskLoss(self), self.device)
         self.model.train()
         self._started = time.perf_counter()
