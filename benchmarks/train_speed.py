@@ -29,8 +29,8 @@ Two phases:
    (``FlopCounterMode`` over the forward and backward pass of one real batch of that
    contender, padding included) times samples/s, divided by the bf16 matmul peak (a
    2048x2048 ``torch.matmul`` loop measured in this run, before and after; the best). The
-  rate MiniLM's own linear matmuls reach at the batch's token count is measured too, so a
-  low MFU can be told from matmuls too small for the peak;
+   rate MiniLM's own linear matmuls reach at the batch's token count is measured too, so a
+   low MFU can be told from matmuls too small for the peak;
 2. accuracy: peer 2 and both kgmm models train ``--epochs`` epochs (or ``--max-steps``) on
    the training set and are scored on the test set; that run's own samples/s is reported too.
    ``--accuracy-contenders`` picks some of them, so two processes can share the work.
