@@ -14,19 +14,10 @@ import torch
 from conftest import import_benchmark, shared_dataset
 
 
-@pytest.fixture
-def train_speed(monkeypatch):
-    """benchmarks/train_speed.py with kgmm's recipe left uncompiled: compiling MiniLM takes
-    about a minute per model, too long for a smoke run (tests/test_training.py covers
-    ``compile=True``)."""
-    module = import_benchmark("train_speed")
-    monkeypatch.setitem(module.RECIPE_ARGS, "compile", False)
-    return module
-
-
-def test_train_speed_quick_reports_every_contender(tmp_path, train_speed):
+def test_train_speed_quick_reports_every_contender(tmp_path):
     data = shared_dataset("banking77")
     out = tmp_path / "train_speed.json"
+    train_speed = import_benchmark("train_speed")
     levers = ["--levers", "peer2-worker", "peer2-2-threads"]
     train_speed.main(
         ["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out), *levers]
@@ -50,9 +41,10 @@ def test_train_speed_quick_reports_every_contender(tmp_path, train_speed):
     assert result["batch"]["text"]["entities_per_sample"] == 0
 
 
-def test_train_speed_turns_reports_paired_ratios(tmp_path, train_speed):
+def test_train_speed_turns_reports_paired_ratios(tmp_path):
     data = shared_dataset("banking77")
     out = tmp_path / "train_speed.json"
+    train_speed = import_benchmark("train_speed")
     train_speed.main(
         ["--quick", "--turns", "--no-accuracy", "--threads", "1", "--data-dir", str(data)]
         + ["--out", str(out), "--levers", "train-embeddings"]
