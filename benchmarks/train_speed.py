@@ -793,9 +793,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--accuracy-contenders",
         nargs="+",
-        choices=SCORED,
+        choices=[*SCORED, *LEVERS],
         default=list(SCORED),
-        help="the contenders the accuracy phase trains (several processes can share the work)",
+        help="the contenders the accuracy phase trains (several processes can share the work); "
+        "a lever named here is scored too, in its 'lever: NAME' row",
     )
     parser.add_argument(
         "--levers",
@@ -807,6 +808,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="5 intents, 2 steps: a smoke run")
     parser.add_argument("--out", default="results/train_speed.json")
     options = parser.parse_args(argv)
+    scored_levers = [name for name in options.accuracy_contenders if name in LEVERS]
+    if scored_levers and options.levers != []:  # [] already means every lever
+        options.levers = list(dict.fromkeys([*(options.levers or []), *scored_levers]))
+    options.accuracy_contenders = [
+        f"lever: {name}" if name in LEVERS else name for name in options.accuracy_contenders
+    ]
     if options.turns and options.levers == []:  # every lever that can take turns
         options.levers = [name for name, lever in LEVERS.items() if not needs_own_process(lever)]
     if options.turns:

@@ -19,13 +19,14 @@ def test_train_speed_quick_reports_every_contender(tmp_path):
     out = tmp_path / "train_speed.json"
     train_speed = import_benchmark("train_speed")
     levers = ["--levers", "peer2-worker", "peer2-2-threads"]
+    scored = ["--accuracy-contenders", *train_speed.SCORED, "bf16-weights"]
     train_speed.main(
-        ["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out), *levers]
+        ["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out), *levers] + scored
     )
     result = json.loads(out.read_text())
     rows = {row["contender"]: row for row in result["rows"]}
     peer2_levers = {"lever: peer2-worker", "lever: peer2-2-threads"}
-    assert set(rows) == set(train_speed.CONTENDERS) | peer2_levers
+    assert set(rows) == set(train_speed.CONTENDERS) | peer2_levers | {"lever: bf16-weights"}
     for name in peer2_levers:
         assert rows[name]["gflops_per_sample"] == rows["peer2_hf_trainer"]["gflops_per_sample"]
     for name, row in rows.items():
@@ -33,10 +34,11 @@ def test_train_speed_quick_reports_every_contender(tmp_path):
         assert row["gflops_per_sample"] > 0, name
         assert 0 < row["mfu"] < 1, name
     assert rows["peer2_hf_trainer"]["ratio_to_peer2"] == pytest.approx(1.0)
-    for name in ("peer2_hf_trainer", "kgmm_text", "kgmm_kg"):
+    for name in ("peer2_hf_trainer", "kgmm_text", "kgmm_kg", "lever: bf16-weights"):
         assert 0 <= rows[name]["test_accuracy"] <= 1, name
     assert rows["peer1_tutorial"]["test_accuracy"] is None
     assert result["bf16_matmul_peak_flops"] > 0
+    assert result["bf16_matmul_rate_at_step_shapes"] > 0
     assert result["batch"]["kg"]["entities_per_sample"] > 0
     assert result["batch"]["text"]["entities_per_sample"] == 0
 

@@ -200,8 +200,9 @@ class FusedModel(nn.Module):
         every batch, which would recompile them. A second call does nothing.
 
         Dropout draws from torch's generator (``fallback_random``), as in eager mode: the
-        same seed gives the same masks, and inductor's own CPU generator made MiniLM's
-        forward and backward slower (1.09x eager with it, 1.27x without).
+        same seed gives the same masks (inductor's own CPU generator was also the slower
+        of the two for MiniLM here). Whether compiling pays depends on the model: in
+        ``benchmarks/train_speed.py --turns --levers compile kg-compile`` it did not.
         """
         if self.encoders_compiled:
             return
