@@ -330,10 +330,10 @@ def kgmm_model(labels: list[str], knowledge: bool, **text: Any) -> kgmm.FusedMod
 
 # kgmm's recipe, on top of the shared BANKING77 schedule: the token embeddings stay fixed (on
 # a CPU their dense gradient and AdamW update cost a text-only step ~30%; lever
-# "train-embeddings"). The encoder stays eager: compiled, kgmm + KG was 7-9% slower in three
-# paired runs and text-only no faster (levers "compile", "kg-compile").
+# "train-embeddings"). The encoder stays eager (TrainingArguments' default): compiled,
+# kgmm + KG was 7-9% slower in three paired runs and text-only no faster (levers "compile",
+# "kg-compile").
 RECIPE_TEXT = {"freeze_embeddings": True}
-RECIPE_ARGS = {"compile": False}
 
 
 @dataclass
@@ -390,7 +390,7 @@ def run_kgmm(
         args = training_arguments(
             Path(output_dir),
             epochs,
-            **{"max_steps": max_steps, "device": device.type, **RECIPE_ARGS, **variant.overrides},
+            **{"max_steps": max_steps, "device": device.type, **variant.overrides},
         )
         callbacks = [clock, *(callbacks or [])]
         kgmm.Trainer(model, {TASK: train}, args=args, callbacks=callbacks).train()
