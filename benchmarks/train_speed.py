@@ -37,8 +37,9 @@ Two phases:
 ``--levers`` adds kgmm variants to the throughput phase, each changing one thing of kgmm's
 recipe (trained token embeddings, ``compile=True`` (the encoder under ``torch.compile``,
 whose compilation falls in the warm-up steps), fp32, no length grouping, bf16
-weights, eager attention instead of SDPA, a data-loader worker, 2 threads; ``kg-`` levers
-change kgmm_kg instead of kgmm_text), the same
+weights (``model.to(torch.bfloat16)``, no fp32 copy), ``bf16_weights=True`` (bf16 copies
+of the fp32 master weights: ``master-weights``), eager attention instead of SDPA, a
+data-loader worker, 2 threads; ``kg-`` levers change kgmm_kg instead of kgmm_text), the same
 worker and 2-thread settings for peer 2 (``dataloader_num_workers=1``; 2 torch threads), so
 a lever that only uses an idle core is compared with the peer given that core too, and
 times AdamW's fused against its foreach step.
@@ -360,6 +361,9 @@ LEVERS = {
     "bf16-weights": KgmmVariant(
         False, {"bf16": False}, transform=lambda model: model.to(torch.bfloat16)
     ),
+    "master-weights": KgmmVariant(False, {"bf16_weights": True}),
+    "kg-master-weights": KgmmVariant(True, {"bf16_weights": True}),
+    "master-weights-compile": KgmmVariant(False, {"bf16_weights": True, "compile": True}),
     "eager-attention": KgmmVariant(
         False, text={"config_overrides": {"_attn_implementation": "eager"}}
     ),
@@ -461,11 +465,14 @@ class Turns:
     different machines. In turns, the k-th steps of all contenders run seconds apart and the
     ratio of their summed step times is a paired measurement. A turn holds all of a
     contender's work between two optimizer steps (data loading and collation included): the
-    others wait. Hand-written: no benchmarking library interleaves whole training loops.
+    others wait. The order is shuffled (seeded) after every round, so no contender always
+    follows the same one and inherits its caches and allocations. Hand-written: no
+    benchmarking library interleaves whole training loops.
     """
 
-    def __init__(self, names: list[str], device: torch.device) -> None:
+    def __init__(self, names: list[str], device: torch.device, seed: int = 0) -> None:
         self.order = list(names)
+        self.rng = random.Random(seed)
         self.device = device
         self.condition = threading.Condition()
         self.current = 0
@@ -495,8 +502,11 @@ class Turns:
             if leaving:
                 self.order.pop(index)
                 self.current = index % len(self.order) if self.order else 0
+            elif index + 1 == len(self.order):  # the round is over
+                self.rng.shuffle(self.order)
+                self.current = 0
             else:
-                self.current = (index + 1) % len(self.order)
+                self.current = index + 1
             self.condition.notify_all()
 
 

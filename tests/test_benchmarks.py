@@ -71,25 +71,30 @@ def test_train_speed_turns_refuses_levers_that_need_their_own_process():
         train_speed.parse_args(["--turns", "--levers", "worker"])
 
 
-def test_turns_alternate_steps_and_go_on_without_a_finished_contender():
+def test_turns_give_each_contender_one_step_a_round_in_shuffled_orders():
+    """Every round each contender still training takes exactly one step; the order is
+    reshuffled between rounds; a finished contender drops out."""
     train_speed = import_benchmark("train_speed")
-    turns = train_speed.Turns(["a", "b"], torch.device("cpu"))
+    turns = train_speed.Turns(["a", "b", "c"], torch.device("cpu"))
     events = []
 
     def contender(name, steps):
         turns.begin(name)
-        for step in range(steps):
-            events.append(f"{name}{step}")
+        for _ in range(steps):
+            events.append(name)
             turns.end_step(name)
         turns.leave(name)
 
-    threads = [threading.Thread(target=contender, args=args) for args in (("a", 2), ("b", 4))]
+    steps = {"a": 2, "b": 6, "c": 6}
+    threads = [threading.Thread(target=contender, args=item) for item in steps.items()]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert events == ["a0", "b0", "a1", "b1", "b2", "b3"]
-    assert [len(turns.step_seconds[name]) for name in "ab"] == [2, 4]
+    rounds = [events[0:3], events[3:6], *(events[i : i + 2] for i in range(6, 14, 2))]
+    assert [sorted(r) for r in rounds] == [["a", "b", "c"]] * 2 + [["b", "c"]] * 4
+    assert len({tuple(r) for r in rounds}) > 2  # not the same order every round
+    assert {name: len(turns.step_seconds[name]) for name in steps} == steps
 
 
 def test_encoder_layer_shapes_cover_forward_and_both_gradients():
