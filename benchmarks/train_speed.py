@@ -37,8 +37,7 @@ Two phases:
 ``--levers`` adds kgmm variants to the throughput phase, each changing one thing of kgmm's
 recipe (trained token embeddings, ``compile=True`` (the encoder under ``torch.compile``,
 whose compilation falls in the warm-up steps), fp32, no length grouping, bf16
-weights (``model.to(torch.bfloat16)``, no fp32 copy), ``bf16_weights=True`` (bf16 copies
-of the fp32 master weights: ``master-weights``), eager attention instead of SDPA, a
+weights (``model.to(torch.bfloat16)``, no fp32 copy), eager attention instead of SDPA, a
 data-loader worker, 2 threads; ``kg-`` levers change kgmm_kg instead of kgmm_text), the same
 worker and 2-thread settings for peer 2 (``dataloader_num_workers=1``; 2 torch threads), so
 a lever that only uses an idle core is compared with the peer given that core too, and
@@ -361,9 +360,6 @@ LEVERS = {
     "bf16-weights": KgmmVariant(
         False, {"bf16": False}, transform=lambda model: model.to(torch.bfloat16)
     ),
-    "master-weights": KgmmVariant(False, {"bf16_weights": True}),
-    "kg-master-weights": KgmmVariant(True, {"bf16_weights": True}),
-    "master-weights-compile": KgmmVariant(False, {"bf16_weights": True, "compile": True}),
     "eager-attention": KgmmVariant(
         False, text={"config_overrides": {"_attn_implementation": "eager"}}
     ),

@@ -125,8 +125,6 @@ def test_unsupported_settings_are_config_errors(tmp_path):
         train(frozen_encoder_model(), tmp_path, privacy, steps=2, gradient_accumulation_steps=2)
     with pytest.raises(ConfigError, match="set compile=False"):
         train(frozen_encoder_model(), tmp_path, privacy, steps=2, compile=True)
-    with pytest.raises(ConfigError, match="set bf16_weights=False"):
-        train(frozen_encoder_model(), tmp_path, privacy, steps=2, bf16=True, bf16_weights=True)
     with pytest.raises(ConfigError, match="max_grad_norm must be > 0"):
         DifferentialPrivacy(noise_multiplier=1.0, max_grad_norm=0.0)
     with pytest.raises(ConfigError, match="accountant must be one of"):

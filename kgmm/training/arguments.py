@@ -47,11 +47,7 @@ class TrainingArguments:
     ``early_stopping_patience`` evaluations without improvement stop training.
     ``greater_is_better`` defaults to False for losses and True otherwise.
 
-    Speed: ``bf16`` trains under bf16 autocast; ``bf16_weights`` (with ``bf16``) runs each
-    training forward and backward pass on bf16 copies of all parameters, so activations stay
-    bf16 between the matmuls, while AdamW updates the fp32 weights (fp32 master weights; see
-    :class:`kgmm.training.bf16_weights.Bf16Weights`; not with ``DifferentialPrivacy``);
-    ``compile`` runs
+    Speed: ``bf16`` trains under bf16 autocast; ``compile`` runs
     :meth:`kgmm.FusedModel.compile_encoders` before the first step (fuses the encoders'
     casts and element-wise ops; measure it on your model, it did not speed up the BANKING77
     benchmark; not with ``DifferentialPrivacy``, whose per-sample gradient hooks need the
@@ -75,7 +71,6 @@ class TrainingArguments:
     lr_scheduler: str = "linear"
     max_grad_norm: float | None = 1.0
     bf16: bool = False
-    bf16_weights: bool = False
     compile: bool = False
     task_sampling: str = "proportional"
     sampling_temperature: float = 1.0
@@ -109,8 +104,6 @@ class TrainingArguments:
         for name in ("warmup_steps", "eval_steps", "save_steps", "num_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.bf16_weights and not self.bf16:
-            raise ConfigError("bf16_weights needs bf16=True (it runs under bf16 autocast)")
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ConfigError("set max_steps > 0 or num_epochs > 0")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -78,11 +78,6 @@ class DifferentialPrivacy(TrainerCallback):
                 "DifferentialPrivacy needs eager modules for its per-sample gradient hooks; "
                 "set compile=False"
             )
-        if args.bf16_weights:
-            raise ConfigError(
-                "DifferentialPrivacy's per-sample gradient hooks read the modules' own fp32 "
-                "weights, not bf16 copies; set bf16_weights=False"
-            )
         self.sample_rate = max(
             args.batch_size_of(task) / len(samples) for task, samples in trainer.train_data.items()
         )

@@ -21,7 +21,6 @@ from kgmm.model import FusedModel
 from kgmm.training.adapter_budget import adapter_callbacks
 from kgmm.training.arguments import TrainingArguments
 from kgmm.training.best_metric import BestMetricTracker
-from kgmm.training.bf16_weights import Bf16Weights
 from kgmm.training.callbacks import TrainerCallback
 from kgmm.training.checkpoint import (
     TRAINER_STATE_FILE,
@@ -73,10 +72,9 @@ class _TaskLoss(nn.Module):
         super().__init__()
         self.model = trainer.model
         self._trainer = [trainer]  # a list, so the trainer is not registered as a submodule
-        self._bf16_weights = Bf16Weights(self.model) if trainer.args.bf16_weights else None
 
     def forward(self, task: str, batch: dict[str, Any]) -> torch.Tensor:
-        output = (self._bf16_weights or self.model)(task=task, **batch)
+        output = self.model(task=task, **batch)
         loss = output.loss
         if loss is None:
             raise DataError(f"task {task!r}: the head returned no loss; are targets missing?")
