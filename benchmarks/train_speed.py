@@ -466,9 +466,9 @@ class Turns:
     benchmarking library interleaves whole training loops.
     """
 
-    def __init__(self, names: list[str], device: torch.device, seed: int = 0) -> None:
+    def __init__(self, names: list[str], device: torch.device) -> None:
         self.order = list(names)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(0)
         self.device = device
         self.condition = threading.Condition()
         self.current = 0
