@@ -202,7 +202,8 @@ class FusedModel(nn.Module):
         Dropout draws from torch's generator (``fallback_random``), as in eager mode: the
         same seed gives the same masks (inductor's own CPU generator was also the slower
         of the two for MiniLM here). Whether compiling pays depends on the model: in
-        ``benchmarks/train_speed.py --turns --levers compile kg-compile`` it did not.
+        ``benchmarks/train_speed.py --turns --levers compile kg-compile`` it did not for
+        MiniLM with knowledge fusion.
         """
         if self.encoders_compiled:
             return
