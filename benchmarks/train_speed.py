@@ -11,7 +11,7 @@ Contenders (same offline MiniLM backbone, same data):
 * ``kgmm_text``: ``kgmm.Trainer`` on a ``FusedModel`` without a graph (MiniLM with its token
   embeddings fixed, ``freeze_embeddings=True``, + one fusion layer + intent head), the shared
   BANKING77 schedule of ``banking77_setup.training_arguments`` (bf16 autocast, length-grouped
-  batches, fused AdamW), batch 32;
+  batches, fused AdamW) with ``lane_dropout=True``, batch 32;
 * ``kgmm_kg``: the same with knowledge fusion on over ``graphs/banking.tsv`` (3 hops, at most
   64 entities per sample, entity vectors from MiniLM over the entity names).
 
@@ -36,9 +36,10 @@ Two phases:
 
 ``--levers`` adds kgmm variants to the throughput phase, each changing one thing of kgmm's
 recipe (trained token embeddings, ``compile=True`` (the encoder under ``torch.compile``,
-whose compilation falls in the warm-up steps), fp32, no length grouping, bf16
-weights (``model.to(torch.bfloat16)``, no fp32 copy), eager attention instead of SDPA, a
-data-loader worker, 2 threads; ``kg-`` levers change kgmm_kg instead of kgmm_text), the same
+whose compilation falls in the warm-up steps), torch's dropout masks instead of
+``LaneDropout``'s, fp32, no length grouping, bf16 weights (``model.to(torch.bfloat16)``, no
+fp32 copy), eager attention instead of SDPA, a data-loader worker, 2 threads; ``kg-`` levers
+change kgmm_kg instead of kgmm_text), the same
 worker and 2-thread settings for peer 2 (``dataloader_num_workers=1``; 2 torch threads), so
 a lever that only uses an idle core is compared with the peer given that core too, and
 times AdamW's fused against its foreach step.
@@ -52,6 +53,7 @@ times AdamW's fused against its foreach step.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import tempfile
@@ -232,10 +234,12 @@ def peer2_dataset(samples: list[dict], labels: list[str], tokenizer: Any) -> lis
 
 @dataclass
 class Peer2Variant:
-    """Peer 2 with ``dataloader_num_workers`` and a thread count (``None``: the run's)."""
+    """Peer 2 with ``dataloader_num_workers``, a thread count (``None``: the run's) and the
+    Trainer's seed."""
 
     workers: int = 0
     threads: int | None = None
+    seed: int = 0
 
 
 @contextmanager
@@ -280,7 +284,7 @@ def run_peer2(
             disable_tqdm=True,
             logging_strategy="no",
             dataloader_num_workers=variant.workers,
-            seed=0,
+            seed=variant.seed,
         )
         trainer = transformers.Trainer(
             model=model,
@@ -332,8 +336,10 @@ def kgmm_model(labels: list[str], knowledge: bool, **text: Any) -> kgmm.FusedMod
 # a CPU their dense gradient and AdamW update cost a text-only step ~30%; lever
 # "train-embeddings"). The encoder stays eager (TrainingArguments' default): compiled,
 # kgmm + KG was 7-9% slower in three paired runs and text-only 0.90-1.08x in four (levers
-# "compile", "kg-compile").
+# "compile", "kg-compile"). Dropout masks come from 16-bit random lanes (LaneDropout: torch's
+# CPU masks cost 11-16% of a step; levers "torch-dropout", "kg-torch-dropout").
 RECIPE_TEXT = {"freeze_embeddings": True}
+RECIPE_ARGS = {"lane_dropout": True}
 
 
 @dataclass
@@ -355,6 +361,8 @@ LEVERS = {
     "kg-train-embeddings": KgmmVariant(True, text={"freeze_embeddings": False}),
     "compile": KgmmVariant(False, {"compile": True}),
     "kg-compile": KgmmVariant(True, {"compile": True}),
+    "torch-dropout": KgmmVariant(False, {"lane_dropout": False}),
+    "kg-torch-dropout": KgmmVariant(True, {"lane_dropout": False}),
     "fp32": KgmmVariant(False, {"bf16": False}),
     "no-grouping": KgmmVariant(False, {"group_by_length": False}),
     "bf16-weights": KgmmVariant(
@@ -390,7 +398,7 @@ def run_kgmm(
         args = training_arguments(
             Path(output_dir),
             epochs,
-            **{"max_steps": max_steps, "device": device.type, **variant.overrides},
+            **{"max_steps": max_steps, "device": device.type, **RECIPE_ARGS, **variant.overrides},
         )
         callbacks = [clock, *(callbacks or [])]
         kgmm.Trainer(model, {TASK: train}, args=args, callbacks=callbacks).train()
@@ -612,6 +620,14 @@ def trainer_run(variant: KgmmVariant | Peer2Variant) -> Callable[..., Run]:
     return run_peer2 if isinstance(variant, Peer2Variant) else run_kgmm
 
 
+def seeded(variant: KgmmVariant | Peer2Variant, seed: int) -> KgmmVariant | Peer2Variant:
+    """``variant`` trained with the Trainer seed ``seed`` (shuffling, dropout masks); the
+    model's initialisation and the data slices keep seed 0."""
+    if isinstance(variant, Peer2Variant):
+        return dataclasses.replace(variant, seed=seed)
+    return dataclasses.replace(variant, overrides={**variant.overrides, "seed": seed})
+
+
 def contender_variant(name: str) -> KgmmVariant | Peer2Variant:
     """The variant of a contender or ``lever: NAME`` row."""
     if name == "peer2_hf_trainer":
@@ -649,7 +665,7 @@ def accuracy_phase(
     epochs, max_steps = options.epochs, options.max_steps
     runs = {}
     for name in options.accuracy_contenders:
-        variant = contender_variant(name)
+        variant = seeded(contender_variant(name), options.seed)
         saving = {"save_to": options.save_model} if name == "kgmm_kg" else {}
         runs[name] = trainer_run(variant)(
             train, test, labels, device, warmup, epochs, max_steps, variant, **saving
@@ -809,6 +825,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="*",
         choices=list(LEVERS),
         help="also time these kgmm_text variants (no name: all)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the accuracy runs' Trainer seed (batches, dropout)"
     )
     parser.add_argument("--save-model", type=Path, help="save the trained kgmm_kg model here")
     parser.add_argument("--quick", action="store_true", help="5 intents, 2 steps: a smoke run")

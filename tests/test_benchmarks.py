@@ -117,6 +117,18 @@ def test_paired_ratio_is_the_ratio_of_summed_step_times():
     assert low == pytest.approx(1.0) and high == pytest.approx(3.0)
 
 
+def test_step_profile_quick_shares_add_up_and_see_lane_dropout(tmp_path):
+    data = shared_dataset("banking77")
+    out = tmp_path / "step_profile.json"
+    step_profile = import_benchmark("step_profile")
+    step_profile.main(["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out)])
+    result = json.loads(out.read_text())
+    ops = {row["op"]: row for row in result["rows"]}
+    assert sum(row["share"] for row in result["rows"]) == pytest.approx(1.0)
+    assert ops["aten::random_"]["calls_per_step"] > 0  # the recipe's LaneDropout masks
+    assert "aten::mm" in ops and result["wall_ms_per_step"] > 0
+
+
 def test_inference_quick_reports_every_variant(tmp_path):
     data = shared_dataset("banking77")
     out = tmp_path / "inference.json"

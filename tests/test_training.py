@@ -23,6 +23,7 @@ from kgmm import ConfigError, FusedConfig, FusedModel
 from kgmm.cli.main import main
 from kgmm.fusion import FusionConfig
 from kgmm.training import (
+    LaneDropout,
     LearningRateSchedule,
     TaskSampler,
     TimeBudget,
@@ -335,16 +336,19 @@ def test_data_loader_workers_do_not_change_training(tmp_path):
     assert all(torch.equal(finals[0][name], finals[1][name]) for name in finals[0])
 
 
-def test_compiled_encoders_train_like_eager_ones_and_save_the_same_keys(tmp_path):
+@pytest.mark.parametrize("lane_dropout", [False, True])
+def test_compiled_encoders_train_like_eager_ones_and_save_the_same_keys(tmp_path, lane_dropout):
     """``compile=True`` changes speed, not training: with dropout on (compiled encoders draw
-    their masks from torch's generator too) the weights after three steps match an eager
-    run's to well under one Adam step (3e-3; fused kernels round differently), and the
-    saved state dict has the eager names."""
+    their masks from torch's generator too, LaneDropout's as well) the weights after three
+    steps match an eager run's to well under one Adam step (3e-3; fused kernels round
+    differently), and the saved state dict has the eager names."""
     train, _ = datasets(("intent",))
     finals = []
     for compile_ in (False, True):
         model = build_model(dropout=0.1, tasks=("intent",))
-        args = arguments(tmp_path / str(compile_), max_steps=3, compile=compile_)
+        args = arguments(
+            tmp_path / str(compile_), max_steps=3, compile=compile_, lane_dropout=lane_dropout
+        )
         Trainer(model, train, args=args).train()
         finals.append(parameters(model))
     assert model.encoders_compiled
@@ -357,6 +361,21 @@ def test_compiled_encoders_train_like_eager_ones_and_save_the_same_keys(tmp_path
     assert model.predict(train["intent"][:4], "intent") == reloaded.predict(
         train["intent"][:4], "intent"
     )
+
+
+def test_lane_dropout_swaps_every_dropout_of_the_model_and_it_still_learns(tmp_path):
+    train, evaluation = datasets(("intent",))
+    model = build_model(dropout=0.1, tasks=("intent",))
+    plain = [name for name, m in model.named_modules() if type(m) is torch.nn.Dropout]
+    trainer = Trainer(
+        model, train, evaluation, arguments(tmp_path, max_steps=40, lane_dropout=True)
+    )
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    swapped = [name for name, m in model.named_modules() if isinstance(m, LaneDropout)]
+    assert plain and swapped == plain
+    assert after["intent/loss"] < 0.7 * before["intent/loss"]
 
 
 # ---------------------------------------------------------------------------- checkpoints

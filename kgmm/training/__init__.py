@@ -7,6 +7,7 @@ from kgmm.training.augmentation import Augmentation
 from kgmm.training.callbacks import TrainerCallback
 from kgmm.training.checkpoint import latest_checkpoint
 from kgmm.training.distillation import Distillation
+from kgmm.training.dropout import LaneDropout, use_lane_dropout
 from kgmm.training.evaluation import evaluate_task
 from kgmm.training.online import AdaptResult, ReplayBuffer, ReplayMixer, WeightAnchor, adapt
 from kgmm.training.optimization import LearningRateSchedule
@@ -29,6 +30,7 @@ __all__ = [
     "Augmentation",
     "DifferentialPrivacy",
     "Distillation",
+    "LaneDropout",
     "LearningRateSchedule",
     "ReplayBuffer",
     "ReplayMixer",
@@ -48,4 +50,5 @@ __all__ = [
     "run_environment",
     "write_results",
     "trainer_from_config",
+    "use_lane_dropout",
 ]

@@ -38,6 +38,7 @@ from kgmm.training.checkpoint import (
 )
 from kgmm.training.device import autocast, move_to, resolve_device
 from kgmm.training.distributed import DistributedContext
+from kgmm.training.dropout import use_lane_dropout
 from kgmm.training.evaluation import evaluate_task
 from kgmm.training.metrics_log import MetricsLog
 from kgmm.training.optimization import build_optimizer, build_scheduler
@@ -201,6 +202,8 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_begin(self)
 
+        if args.lane_dropout and self.device.type == "cpu":
+            use_lane_dropout(self.model)
         if args.compile:
             self.model.compile_encoders()
         wrapped = self._wrapped = self.distributed.wrap(_TaskLoss(self), self.device)
