@@ -4,7 +4,7 @@ Trains one contender (``kgmm_text``, ``kgmm_kg`` or a lever of ``train_speed.py`
 ``torch-dropout``) on BANKING77 with kgmm's recipe and runs ``torch.profiler`` over
 ``--steps`` optimizer steps after ``--warmup-steps``. Prints the ops with the most self time
 per step (their share of all ops' self time, and calls per step) and the step's wall time,
-and writes JSON. Profiling slows a step by about 5%; compare shares, not absolute times.
+and writes JSON. The profiler itself slows the step; compare shares, not absolute times.
 
     python benchmarks/step_profile.py --threads 1 --contender kgmm_text
     python benchmarks/step_profile.py --threads 2 --contender torch-dropout
@@ -48,11 +48,11 @@ class StepProfiler(TrainerCallback):
 
     def on_step_end(self, trainer: Any, step: int, logs: dict) -> None:
         if step == self.warmup:
-            self.profiler.__enter__()
+            self.profiler.start()
             self.started = time.perf_counter()
         elif step == self.warmup + self.steps:
             self.wall_seconds = time.perf_counter() - self.started
-            self.profiler.__exit__(None, None, None)
+            self.profiler.stop()
 
 
 def op_rows(profiler: Any, steps: int) -> list[dict]:

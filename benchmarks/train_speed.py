@@ -337,7 +337,7 @@ def kgmm_model(labels: list[str], knowledge: bool, **text: Any) -> kgmm.FusedMod
 # "train-embeddings"). The encoder stays eager (TrainingArguments' default): compiled,
 # kgmm + KG was 7-9% slower in three paired runs and text-only 0.90-1.08x in four (levers
 # "compile", "kg-compile"). Dropout masks come from 16-bit random lanes (LaneDropout: torch's
-# CPU masks cost 11-16% of a step; levers "torch-dropout", "kg-torch-dropout").
+# CPU masks took 12-17% of a step's op time; levers "torch-dropout", "kg-torch-dropout").
 RECIPE_TEXT = {"freeze_embeddings": True}
 RECIPE_ARGS = {"lane_dropout": True}
 

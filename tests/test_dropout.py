@@ -50,8 +50,19 @@ def test_lane_dropout_in_place_eval_and_edge_probabilities():
     torch.manual_seed(2)
     out = LaneDropout(0.5, inplace=True).train()(y)
     assert out.data_ptr() == y.data_ptr() and (out == 0).any()
+    torch.manual_seed(3)
     bf16 = LaneDropout(0.2).train()(x.bfloat16())
-    assert bf16.dtype == torch.bfloat16
+    scale = torch.tensor(65536 / (65536 - round(0.2 * 65536)), dtype=torch.bfloat16)
+    kept = bf16 != 0
+    assert bf16.dtype == torch.bfloat16 and kept.any() and not kept.all()
+    assert torch.equal(bf16[kept], x.bfloat16()[kept] * scale)
+
+
+def test_lane_dropout_with_p_that_rounds_to_one_is_torchs_dropout():
+    torch.manual_seed(4)
+    near_one = LaneDropout(1 - 2**-18).train()(torch.ones(1000))
+    torch.manual_seed(4)
+    assert torch.equal(near_one, nn.functional.dropout(torch.ones(1000), 1 - 2**-18))
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25])
@@ -61,3 +72,11 @@ def test_use_lane_dropout_replaces_every_plain_dropout_keeping_p(p):
     assert [type(m) for m in model.modules()].count(LaneDropout) == 2
     assert model[1].p == p and model[2][0].inplace
     assert use_lane_dropout(model) == 0  # already swapped
+
+
+def test_use_lane_dropout_keeps_a_shared_dropout_shared():
+    shared = nn.Dropout(0.2)
+    model = nn.Sequential(shared, nn.Linear(4, 4), shared, nn.Sequential(shared))
+    assert use_lane_dropout(model) == 1
+    assert isinstance(model[0], LaneDropout)
+    assert model[0] is model[2] is model[3][0]

@@ -51,11 +51,11 @@ class TrainingArguments:
     :meth:`kgmm.FusedModel.compile_encoders` before the first step (fuses the encoders'
     casts and element-wise ops; measure it on your model: in the BANKING77 benchmark it made
     kgmm + KG 7-8% slower and text-only 0.90-1.08x; not with ``DifferentialPrivacy``, whose
-    per-sample gradient hooks need the eager modules). ``lane_dropout`` (CPU runs only)
-    swaps the model's ``nn.Dropout`` modules, in place, for
-    :class:`kgmm.training.dropout.LaneDropout`: the same dropout with masks four times
-    cheaper to draw (p rounded to a multiple of 2**-16); torch's CPU masks cost 11-16% of a
-    MiniLM step in the BANKING77 benchmark.
+    per-sample gradient hooks need the eager modules). ``lane_dropout`` (CPU runs; elsewhere a
+    warning) swaps the model's ``nn.Dropout`` modules, in place, for
+    :class:`kgmm.training.dropout.LaneDropout`: the same dropout with a quarter of a random
+    draw per mask element (p rounded to a multiple of 2**-16); torch's CPU masks took 12-17%
+    of a MiniLM step's op time in the BANKING77 benchmark.
 
     ``resume_from_checkpoint``: a checkpoint folder, or True for the newest complete
     ``checkpoint-*`` in ``output_dir`` (a fresh start when there is none).

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -202,8 +203,15 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_begin(self)
 
-        if args.lane_dropout and self.device.type == "cpu":
-            use_lane_dropout(self.model)
+        if args.lane_dropout:  # after the callbacks, so adapters' dropouts are swapped too
+            if self.device.type == "cpu":
+                use_lane_dropout(self.model)
+            else:
+                warnings.warn(
+                    f"lane_dropout is for CPU runs; on {self.device.type} torch's dropout "
+                    "stays (its fused kernel is faster there)",
+                    stacklevel=2,
+                )
         if args.compile:
             self.model.compile_encoders()
         wrapped = self._wrapped = self.distributed.wrap(_TaskLoss(self), self.device)
