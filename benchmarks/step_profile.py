@@ -1,13 +1,15 @@
 """Where a training step of ``train_speed.py``'s contenders spends its time.
 
-Trains one contender (``kgmm_text``, ``kgmm_kg`` or a lever of ``train_speed.py``, e.g.
-``torch-dropout``) on BANKING77 with kgmm's recipe and runs ``torch.profiler`` over
+Trains one contender (``peer2_hf_trainer``, ``kgmm_text``, ``kgmm_kg`` or a lever of
+``train_speed.py``, e.g. ``torch-dropout``) on BANKING77 as ``train_speed.py`` does and runs
+``torch.profiler`` over
 ``--steps`` optimizer steps after ``--warmup-steps``. Prints the ops with the most self time
 per step (their share of all ops' self time, and calls per step) and the step's wall time,
 and writes JSON. The profiler itself slows the step; compare shares, not absolute times.
 
     python benchmarks/step_profile.py --threads 1 --contender kgmm_text
     python benchmarks/step_profile.py --threads 2 --contender torch-dropout
+    python benchmarks/step_profile.py --threads 2 --contender peer2_hf_trainer
     python benchmarks/step_profile.py --quick                        # CI smoke run
 """
 
@@ -26,33 +28,44 @@ from train_speed import (
     BATCH,
     KGMM,
     LEVERS,
-    KgmmVariant,
+    Peer2Variant,
     contender_variant,
     cycled,
     load_data,
-    run_kgmm,
+    trainer_run,
 )
 
 from kgmm.metrics import format_table
 from kgmm.training import TrainerCallback
 
 
-class StepProfiler(TrainerCallback):
+class StepProfiler:
     """Profiles the optimizer steps after the first ``warmup`` until ``steps`` more ended."""
 
     def __init__(self, warmup: int, steps: int) -> None:
         self.warmup, self.steps = warmup, steps
         self.profiler = profile(activities=[ProfilerActivity.CPU])
+        self.ended = 0  # optimizer steps so far
         self.started = 0.0
         self.wall_seconds = 0.0
 
-    def on_step_end(self, trainer: Any, step: int, logs: dict) -> None:
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        self.ended += 1
+        step = self.ended
         if step == self.warmup:
             self.profiler.start()
             self.started = time.perf_counter()
         elif step == self.warmup + self.steps:
             self.wall_seconds = time.perf_counter() - self.started
             self.profiler.stop()
+
+
+class KgmmStepProfiler(StepProfiler, TrainerCallback):
+    """A :class:`StepProfiler` for ``kgmm.Trainer``."""
+
+
+class HFStepProfiler(StepProfiler, transformers.TrainerCallback):
+    """A :class:`StepProfiler` for ``transformers.Trainer`` (peer 2)."""
 
 
 def op_rows(profiler: Any, steps: int) -> list[dict]:
@@ -77,14 +90,13 @@ def main(argv: list[str] | None = None) -> dict:
     if options.threads:
         torch.set_num_threads(options.threads)
     variant = contender_variant(options.contender)
-    if not isinstance(variant, KgmmVariant):
-        raise SystemExit(f"{options.contender}: only kgmm contenders and levers are profiled")
     train, _, labels = load_data(options.data_dir, options.train_samples, 0, options.quick, seed=0)
-    profiler = StepProfiler(options.warmup_steps, options.steps)
+    peer = isinstance(variant, Peer2Variant)
+    profiler = (HFStepProfiler if peer else KgmmStepProfiler)(options.warmup_steps, options.steps)
     steps = options.warmup_steps + options.steps
     samples = cycled(train, steps * BATCH)
     cpu = torch.device("cpu")
-    run_kgmm(samples, None, labels, cpu, 1, 1, steps, variant, callbacks=[profiler])
+    trainer_run(variant)(samples, None, labels, cpu, 1, 1, steps, variant, callbacks=[profiler])
     rows = op_rows(profiler.profiler, options.steps)
     ops_ms = sum(row["ms_per_step"] for row in rows)
     wall_ms = profiler.wall_seconds / options.steps * 1e3
@@ -102,7 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--contender", default="kgmm_text", choices=[*KGMM, *LEVERS])
+    parser.add_argument(
+        "--contender", default="kgmm_text", choices=["peer2_hf_trainer", *KGMM, *LEVERS]
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--train-samples", type=int, default=1920)
     parser.add_argument("--warmup-steps", type=int, default=8)

@@ -117,17 +117,26 @@ def test_paired_ratio_is_the_ratio_of_summed_step_times():
     assert low == pytest.approx(1.0) and high == pytest.approx(3.0)
 
 
-def test_step_profile_quick_shares_add_up_and_see_lane_dropout(tmp_path):
+def test_step_profile_quick_sees_whose_dropout_draws_the_masks(tmp_path):
+    """kgmm's recipe draws most masks in LaneDropout (torch's are left inside SDPA); peer 2
+    draws all of them with torch's ``bernoulli_``."""
     data = shared_dataset("banking77")
-    out = tmp_path / "step_profile.json"
     step_profile = import_benchmark("step_profile")
-    step_profile.main(["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out)])
-    result = json.loads(out.read_text())
-    ops = {row["op"]: row for row in result["rows"]}
-    # The recipe's LaneDropout draws most masks; torch's are left only inside SDPA.
-    lanes = ops["aten::random_"]["calls_per_step"]
-    assert ops.get("aten::bernoulli_", {"calls_per_step": 0})["calls_per_step"] < lanes
-    assert ops["aten::mm"]["ms_per_step"] > 0 and result["wall_ms_per_step"] > 0
+    calls = {}
+    for contender in ("kgmm_text", "peer2_hf_trainer"):
+        out = tmp_path / f"{contender}.json"
+        step_profile.main(
+            ["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out)]
+            + ["--contender", contender]
+        )
+        result = json.loads(out.read_text())
+        assert result["wall_ms_per_step"] > 0
+        ops = {row["op"]: row["calls_per_step"] for row in result["rows"]}
+        assert ops["aten::mm"] > 0, contender
+        calls[contender] = (ops.get("aten::random_", 0), ops.get("aten::bernoulli_", 0))
+    lanes, torch_masks = calls["kgmm_text"]
+    assert lanes > torch_masks > 0
+    assert calls["peer2_hf_trainer"][0] == 0 and calls["peer2_hf_trainer"][1] > lanes
 
 
 def test_inference_quick_reports_every_variant(tmp_path):
