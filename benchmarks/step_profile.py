@@ -2,10 +2,10 @@
 
 Trains one contender (``peer2_hf_trainer``, ``kgmm_text``, ``kgmm_kg`` or a lever of
 ``train_speed.py``, e.g. ``torch-dropout``) on BANKING77 as ``train_speed.py`` does and runs
-``torch.profiler`` over
-``--steps`` optimizer steps after ``--warmup-steps``. Prints the ops with the most self time
-per step (their share of all ops' self time, and calls per step) and the step's wall time,
-and writes JSON. The profiler itself slows the step; compare shares, not absolute times.
+``torch.profiler`` over ``--steps`` optimizer steps after ``--warmup-steps``. Prints the ops
+with the most self time per step (their share of all ops' self time, and calls per step) and
+the step's wall time, and writes JSON. The profiler itself slows the step; compare shares,
+not absolute times.
 
     python benchmarks/step_profile.py --threads 1 --contender kgmm_text
     python benchmarks/step_profile.py --threads 2 --contender torch-dropout
@@ -16,7 +16,6 @@ and writes JSON. The profiler itself slows the step; compare shares, not absolut
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from train_speed import (
     KGMM,
     LEVERS,
     Peer2Variant,
+    StepClock,
     contender_variant,
     cycled,
     load_data,
@@ -39,25 +39,26 @@ from kgmm.metrics import format_table
 from kgmm.training import TrainerCallback
 
 
-class StepProfiler:
-    """Profiles the optimizer steps after the first ``warmup`` until ``steps`` more ended."""
+class StepProfiler(StepClock):
+    """A :class:`StepClock` that profiles the optimizer steps after the first ``warmup``
+    until ``steps`` more ended."""
 
     def __init__(self, warmup: int, steps: int) -> None:
+        super().__init__(torch.device("cpu"))
         self.warmup, self.steps = warmup, steps
         self.profiler = profile(activities=[ProfilerActivity.CPU])
-        self.ended = 0  # optimizer steps so far
-        self.started = 0.0
-        self.wall_seconds = 0.0
 
     def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-        self.ended += 1
-        step = self.ended
-        if step == self.warmup:
+        super().on_step_end()
+        if len(self.times) == self.warmup:
             self.profiler.start()
-            self.started = time.perf_counter()
-        elif step == self.warmup + self.steps:
-            self.wall_seconds = time.perf_counter() - self.started
+        elif len(self.times) == self.warmup + self.steps:
             self.profiler.stop()
+
+    def wall_ms_per_step(self) -> float:
+        """Wall time per profiled step."""
+        ended = self.times[self.warmup + self.steps - 1]
+        return (ended - self.times[self.warmup - 1]) / self.steps * 1e3
 
 
 class KgmmStepProfiler(StepProfiler, TrainerCallback):
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer_run(variant)(samples, None, labels, cpu, 1, 1, steps, variant, callbacks=[profiler])
     rows = op_rows(profiler.profiler, options.steps)
     ops_ms = sum(row["ms_per_step"] for row in rows)
-    wall_ms = profiler.wall_seconds / options.steps * 1e3
+    wall_ms = profiler.wall_ms_per_step()
     print(format_table(rows[: options.top], ["op", "ms_per_step", "share", "calls_per_step"]))
     print(
         f"{options.contender}: {wall_ms:.0f} ms per step (wall), {ops_ms:.0f} ms of op self "
