@@ -9,7 +9,8 @@ API, so their tables compare like with like:
   ``quick=True`` keeps 5 intents and a few examples each, for CI smoke runs;
 * model: the packaged MiniLM text encoder, one fusion layer over ``graphs/banking.tsv``
   (1-hop, 32 entities), a classification head; ``build_model`` takes overrides;
-* training: ``training_arguments`` (bf16 autocast, warmup 10%, length-grouped batches, the
+* training: ``training_arguments`` (bf16 autocast where the
+  device has bf16 hardware, warmup 10%, length-grouped batches, the
   fresh parts of the model at larger learning rates, as ``examples/customer_support.py``);
 * measuring: ``run_isolated`` runs one configuration in a fresh process and adds its peak
   resident memory, so configurations do not inherit each other's allocations.
@@ -85,7 +86,8 @@ def build_model(
 
 
 def training_arguments(output_dir: Path, epochs: float, **overrides: Any) -> kgmm.TrainingArguments:
-    """The shared schedule: batch 32, encoder 1e-4, fresh parts faster, bf16, warmup 10%."""
+    """The shared schedule: batch 32, encoder 1e-4, fresh parts faster, bf16 where the
+    device has bf16 hardware (fp32 elsewhere), warmup 10%."""
     fields: dict[str, Any] = {
         "output_dir": str(output_dir),
         "num_epochs": epochs,
@@ -94,7 +96,7 @@ def training_arguments(output_dir: Path, epochs: float, **overrides: Any) -> kgm
         "learning_rate": 1e-4,
         "learning_rates": FRESH_LEARNING_RATES,
         "warmup_ratio": 0.1,
-        "bf16": True,
+        "bf16": "auto",
         "group_by_length": True,
         "save_total_limit": 1,
         "progress_bar": False,

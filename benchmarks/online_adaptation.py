@@ -127,7 +127,7 @@ def adapt_one(name: str, deployed_dir: str, feedback: list[dict], options: dict)
         anchor_weight=anchor_weight,
         replay_ratio=options["replay_ratio"],
         batch_size=options["batch_size"],
-        bf16=True,
+        bf16="auto",
     )
     return {
         "variant": name,

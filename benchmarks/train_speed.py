@@ -6,11 +6,12 @@ Contenders (same offline MiniLM backbone, same data):
   max_length=128)`` once up front, fp32, a plain PyTorch loop, AdamW 2e-5, batch 16. It is
   slow, so it runs only the throughput phase (no accuracy);
 * ``peer2_hf_trainer``: ``AutoModelForSequenceClassification`` + ``DataCollatorWithPadding``
-  + ``transformers.Trainer`` (``bf16=True``, ``use_cpu`` on CPU), batch 32, HF's default
-  schedule (AdamW 5e-5, linear decay);
+  + ``transformers.Trainer`` (``bf16=True`` where the device has bf16 matmul hardware, as
+  kgmm's ``bf16="auto"``, else fp32; ``use_cpu`` on CPU), batch 32, HF's default schedule
+  (AdamW 5e-5, linear decay);
 * ``kgmm_text``: ``kgmm.Trainer`` on a ``FusedModel`` without a graph (MiniLM with its token
   embeddings fixed, ``freeze_embeddings=True``, + one fusion layer + intent head), the shared
-  BANKING77 schedule of ``banking77_setup.training_arguments`` (bf16 autocast, length-grouped
+  BANKING77 schedule of ``banking77_setup.training_arguments`` (``bf16="auto"``, length-grouped
   batches, fused AdamW) with ``lane_dropout=True``, batch 32;
 * ``kgmm_kg``: the same with knowledge fusion on over ``graphs/banking.tsv`` (3 hops, at most
   64 entities per sample, entity vectors from MiniLM over the entity names).
@@ -25,10 +26,12 @@ Two phases:
    train in threads of one process taking one optimizer step each in turn (:class:`Turns`),
    and each one's ratio to peer 2 is paired: summed step times over the same turns, with a
    90% bootstrap interval. Model FLOP utilisation (MFU) is FLOPs per sample
-   (``FlopCounterMode`` over the forward and backward pass of one real batch of that
-   contender, padding included) times samples/s, divided by the bf16 matmul peak (a
-   2048x2048 ``torch.matmul`` loop measured in this run, before and after; the best). The
-   rate MiniLM's own linear matmuls reach at the batch's token count is measured too, so a
+   (``FlopCounterMode`` over the forward and backward passes of an epoch of batches drawn
+   as that contender draws them, padding included: peer 2's random, kgmm's length-grouped; peer 1
+   pads every batch to 128) times samples/s, divided by the machine's matmul peak (a
+   2048x2048 ``torch.matmul`` loop measured in this run, before and after; the best), in
+   bf16 where the device has bf16 matmul hardware and in fp32 elsewhere. The rate MiniLM's
+   own linear matmuls reach at the batches' padded token count is measured too, so a
    low MFU can be told from matmuls too small for the peak;
 2. accuracy: peer 2 and both kgmm models train ``--epochs`` epochs (or ``--max-steps``) on
    the training set and are scored on the test set; that run's own samples/s is reported too.
@@ -54,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import random
 import statistics
 import tempfile
@@ -81,6 +85,7 @@ from speed_measures import (
     matmul_rate,
     synchronize,
 )
+from torch.utils._pytree import tree_leaves
 from torch.utils.data import DataLoader, TensorDataset
 
 import kgmm
@@ -88,8 +93,10 @@ from kgmm.data.intents import few_shot, load_intent_csv
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import format_table
 from kgmm.resources import default_text_model_path
-from kgmm.training import TrainerCallback
+from kgmm.training import TrainerCallback, native_bf16
+from kgmm.training.batch_sampler import EpochBatchSampler
 from kgmm.training.device import move_to
+from kgmm.training.task_stream import text_lengths
 
 PEERS = ("peer1_tutorial", "peer2_hf_trainer")
 CONTENDERS = (*PEERS, "kgmm_text", "kgmm_kg")
@@ -277,7 +284,7 @@ def run_peer2(
             num_train_epochs=epochs,
             max_steps=max_steps if max_steps > 0 else -1,
             learning_rate=PEER2_LR,
-            bf16=True,
+            bf16=native_bf16(device),
             use_cpu=device.type == "cpu",
             save_strategy="no",
             report_to="none",
@@ -304,19 +311,22 @@ def run_peer2(
 
 
 def peer2_flops_per_sample(train: list[dict], labels: list[str], device: torch.device) -> float:
+    """FLOPs per sample over an epoch of batches drawn as peer 2 draws them (random, each
+    padded to its longest utterance)."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(default_text_model_path())
     model = peer1_model(labels, device).train()
     collate = transformers.DataCollatorWithPadding(tokenizer)
-    batch = {
-        k: v.to(device) for k, v in collate(peer2_dataset(train[:BATCH], labels, tokenizer)).items()
-    }
+    dataset = peer2_dataset(train, labels, tokenizer)
+    order = random.Random(0).sample(range(len(train)), len(train))
+    chunks = [order[start : start + BATCH] for start in range(0, len(order), BATCH)]
+    batches = [dict(collate([dataset[i] for i in chunk])) for chunk in chunks]
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(**batch).loss
+    def step(batch: dict[str, Any]) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=native_bf16(device)):
+            loss = model(**move_to(batch, device)).loss
         loss.backward()
 
-    return counted_flops(step) / BATCH
+    return flops_per_sample(batches, len(train), step)
 
 
 # ---------------------------------------------------------------- kgmm
@@ -427,21 +437,42 @@ def kgmm_accuracy(model: kgmm.FusedModel, samples: list[dict], device: torch.dev
 def kgmm_flops_per_sample(
     train: list[dict], labels: list[str], knowledge: bool, device: torch.device
 ) -> tuple[float, dict[str, float]]:
-    """FLOPs per sample of one training step, and the batch's mean tokens and entities."""
+    """FLOPs per sample over an epoch of batches drawn as kgmm's recipe draws them
+    (length-grouped), and those batches' tokens (real and padded) and entities per sample."""
     model = kgmm_model(labels, knowledge).to(device).train()
-    batch = model.collator(TASK)(train[:BATCH])
+    collate = model.collator(TASK)
+    sampler = EpochBatchSampler(len(train), BATCH, seed=0, lengths=text_lengths(train))
+    batches = [collate([train[i] for i in indices]) for indices in sampler]
+    masks = [batch["text"]["attention_mask"] for batch in batches]
     shape = {
-        "tokens_per_sample": float(batch["text"]["attention_mask"].sum(1).float().mean()),
-        "entities_per_sample": float(batch["entity_mask"].sum(1).float().mean()),
+        "tokens_per_sample": sum(float(mask.sum()) for mask in masks) / len(train),
+        "padded_tokens_per_sample": sum(mask.numel() for mask in masks) / len(train),
+        "entities_per_sample": sum(float(b["entity_mask"].sum()) for b in batches) / len(train),
     }
-    batch = move_to(batch, device)
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(task=TASK, **batch).loss
+    def step(batch: dict[str, Any]) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=native_bf16(device)):
+            loss = model(task=TASK, **move_to(batch, device)).loss
         loss.backward()
 
-    return counted_flops(step) / BATCH, shape
+    return flops_per_sample(batches, len(train), step), shape
+
+
+def flops_per_sample(
+    batches: list[dict[str, Any]], samples: int, step: Callable[[dict], None]
+) -> float:
+    """Counted FLOPs of ``step`` (a forward and backward pass) over ``batches``, per sample.
+    FLOPs depend on tensor shapes alone, so batches of the same shapes are counted once: an
+    epoch costs a pass per padded length, not per batch."""
+    counted: dict[tuple, int] = {}
+    total = 0
+    for batch in batches:
+        leaves = tree_leaves(batch)
+        key = tuple(tuple(leaf.shape) for leaf in leaves if isinstance(leaf, torch.Tensor))
+        if key not in counted:
+            counted[key] = counted_flops(functools.partial(step, batch))
+        total += counted[key]
+    return total / samples
 
 
 # ---------------------------------------------------------------- levers outside the Trainer
@@ -685,8 +716,8 @@ def main(argv: list[str] | None = None) -> dict:
         options.data_dir, options.train_samples, options.test_samples, options.quick, seed=0
     )
     device = options.device
-    peaks = [matmul_peak(device, torch.bfloat16)]
-    fp32_peak = matmul_peak(device, torch.float32)
+    peak_dtype = torch.bfloat16 if native_bf16(device) else torch.float32
+    peaks = [matmul_peak(device, peak_dtype)]
     levers = list(LEVERS) if options.levers == [] else options.levers or []
     names = list(CONTENDERS) + [f"lever: {lever}" for lever in levers]
     step_seconds: dict[str, list[float]] = {}
@@ -701,8 +732,9 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         speeds = throughput_phase(names, train, labels, options) if options.repeats else {}
     runs = accuracy_phase(train, test, labels, options) if options.accuracy else {}
-    peaks.append(matmul_peak(device, torch.bfloat16))
+    peaks.append(matmul_peak(device, peak_dtype))
     peak = max(peaks)
+    fp32_peak = peak if peak_dtype == torch.float32 else matmul_peak(device, torch.float32)
 
     flops = {
         "peer1_tutorial": peer1_flops_per_sample(train, labels, device),
@@ -712,11 +744,11 @@ def main(argv: list[str] | None = None) -> dict:
     flops["kgmm_kg"], kg_shape = kgmm_flops_per_sample(train, labels, True, device)
     text_config = transformers.AutoConfig.from_pretrained(default_text_model_path())
     step_shapes = encoder_layer_shapes(
-        round(BATCH * text_shape["tokens_per_sample"]),
+        round(BATCH * text_shape["padded_tokens_per_sample"]),
         text_config.hidden_size,
         text_config.intermediate_size,
     )
-    layer_rate = matmul_rate(step_shapes, device)
+    layer_rate = matmul_rate(step_shapes, device, peak_dtype)
 
     def speed(name: str) -> float | None:
         if speeds.get(name):
@@ -755,14 +787,15 @@ def main(argv: list[str] | None = None) -> dict:
         "mfu",
     ]
     print(format_table(rows, columns, float_format=".3f"))
+    precision = "bf16" if peak_dtype == torch.bfloat16 else "fp32"
     print(
-        f"bf16 matmul peak {peak / 1e12:.3f} TFLOP/s, fp32 {fp32_peak / 1e12:.3f} TFLOP/s "
+        f"{precision} matmul peak {peak / 1e12:.3f} TFLOP/s, fp32 {fp32_peak / 1e12:.3f} TFLOP/s "
         f"({torch.get_num_threads()} threads, {device}); kgmm_kg: "
         f"{kg_shape['entities_per_sample']:.1f} entities and "
         f"{kg_shape['tokens_per_sample']:.1f} tokens per sample"
     )
     print(
-        f"bf16 matmuls of MiniLM's linears at the batch's {step_shapes[0][0]} tokens: "
+        f"{precision} matmuls of MiniLM's linears at the batch's {step_shapes[0][0]} tokens: "
         f"{layer_rate / 1e12:.3f} TFLOP/s, {layer_rate / peak:.0%} of the peak"
     )
     extra: dict[str, Any] = {}
@@ -773,13 +806,14 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(f"AdamW step over the text model: {extra['adamw_step_ms']} ms")
     summary = {
-        "bf16_matmul_peak_flops": peak,
+        "matmul_peak_precision": precision,
+        "matmul_peak_flops": peak,
         "fp32_matmul_peak_flops": fp32_peak,
-        "bf16_matmul_rate_at_step_shapes": layer_rate,
+        "matmul_rate_at_step_shapes": layer_rate,
         "step_shapes": "encoder_layer_shapes(batch x text tokens per sample, hidden, "
         "intermediate): the linears' forward and both backward matmuls",
-        "flops_counter": "torch.utils.flop_counter.FlopCounterMode, forward+backward of one "
-        "real batch (padding included)",
+        "flops_counter": "torch.utils.flop_counter.FlopCounterMode, forward+backward of "
+        "an epoch of batches drawn as each contender draws them (padding included)",
         "batch": {"text": text_shape, "kg": kg_shape},
         "settings": {
             key: str(value) if isinstance(value, (Path, torch.device)) else value

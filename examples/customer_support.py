@@ -1,12 +1,12 @@
 """Customer-support intent classification on BANKING77, with a small banking knowledge graph.
 
 The MiniLM text encoder is fine-tuned with a classification head (dynamic padding, bf16
-autocast, warmup then linear decay). With the full training set, 10% of it (stratified,
-fixed seed) is held out for early stopping and the best held-out model is tested; with
-``--few-shot N`` (N examples per intent, no extra labelled data) the schedule is fixed.
-Utterances are linked to ``graphs/banking.tsv`` (cards, transfers, top-ups, problems such as
-"declined" or "charged twice", actions such as "activate") and the fused tokens attend over
-the linked entities and their 1-hop neighbours.
+autocast on bf16 hardware, warmup then linear decay). With the full training set, 10% of it
+(stratified, fixed seed) is held out for early stopping and the best held-out model is
+tested; with ``--few-shot N`` (N examples per intent, no extra labelled data) the schedule
+is fixed. Utterances are linked to ``graphs/banking.tsv`` (cards, transfers, top-ups,
+problems such as "declined" or "charged twice", actions such as "activate") and the fused
+tokens attend over the linked entities and their 1-hop neighbours.
 
     python examples/customer_support.py --few-shot 10 --ablation
     python examples/customer_support.py --knowledge on          # full training set
@@ -152,7 +152,7 @@ def train_and_test(
         learning_rate=args.learning_rate,
         learning_rates=FRESH_LEARNING_RATES,
         warmup_ratio=0.1,
-        bf16=True,
+        bf16="auto",
         group_by_length=True,
         eval_steps=max(1, steps_per_epoch // 2) if held_out else 0,
         save_total_limit=1,

@@ -247,7 +247,7 @@ def train_and_test(
         learning_rate=args.learning_rate,
         learning_rates=LEARNING_RATES,
         warmup_ratio=0.06,
-        bf16=True,
+        bf16="auto",
         group_by_length=True,
         task_sampling="round_robin",
         round_robin_shares={t: n // common for t, n in budgets.items()},
@@ -262,7 +262,7 @@ def train_and_test(
     seconds = time.perf_counter() - start
     metrics = {}
     for task in tasks:
-        metrics.update(evaluate_task(model, task, test[task], batch_size=128, bf16=True))
+        metrics.update(evaluate_task(model, task, test[task], batch_size=128, bf16="auto"))
         metrics.pop(f"{task}/loss")
     if "mt" in tasks:
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -174,10 +174,10 @@ def build_model(
 def training_arguments(
     args: argparse.Namespace, output_dir: Path, epochs: int, steps_per_epoch: int, select: bool
 ) -> kgmm.TrainingArguments:
-    """bf16 autocast, 10% warmup then linear decay, clipped gradients, a dev evaluation after
-    every epoch. The pretrained encoder learns at a small rate, the new fusion and head
-    (the default rate) faster, and the zero-initialised knowledge gates faster still so
-    they can open."""
+    """bf16 autocast on bf16 hardware (``bf16="auto"``), 10% warmup then linear decay,
+    clipped gradients, a dev evaluation after every epoch. The pretrained encoder learns at a
+    small rate, the new fusion and head (the default rate) faster, and the zero-initialised
+    knowledge gates faster still so they can open."""
     return kgmm.TrainingArguments(
         output_dir=str(output_dir),
         num_epochs=epochs,
@@ -186,7 +186,7 @@ def training_arguments(
         learning_rate=args.head_lr,
         learning_rates={"*gate": args.gate_lr, "encoders.*": args.encoder_lr},
         warmup_ratio=0.1,
-        bf16=True,
+        bf16="auto",
         eval_steps=steps_per_epoch,
         logging_steps=steps_per_epoch,
         save_total_limit=1,

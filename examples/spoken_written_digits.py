@@ -240,7 +240,7 @@ def train_and_test(
         learning_rate=args.learning_rate,
         warmup_ratio=0.05,
         lr_scheduler="cosine",
-        bf16=True,
+        bf16="auto",
         seed=args.seed,
         logging_steps=20,
         progress_bar=args.progress,

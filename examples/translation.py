@@ -6,9 +6,9 @@ default) is linked from the source side only; each linked source word brings its
 language translations as 1-hop neighbours. The fusion module attends from the source tokens
 over those entities, and a Transformer decoder with a BPE vocabulary trained on the target
 side of ``train`` cross-attends over the fused tokens and the entities. Training: label
-smoothing, bf16 autocast, length-grouped batches, warmup then linear decay, a budget of
-training minutes (evaluation not counted); the checkpoint with the best validation BLEU
-(greedy decoding) is tested with beam search.
+smoothing, bf16 autocast on bf16 hardware, length-grouped batches, warmup then linear
+decay, a budget of training minutes (evaluation not counted); the checkpoint with the best
+validation BLEU (greedy decoding) is tested with beam search.
 
 Reported per test split: sacreBLEU (cased, detokenised, with its signature), BLEU on
 lower-cased tokenised text as the Multi30k papers report it (see
@@ -239,7 +239,7 @@ def train_and_test(
         learning_rate=args.learning_rate,
         learning_rates=FRESH_LEARNING_RATES,
         warmup_steps=min(args.warmup_steps, 10) if args.quick else args.warmup_steps,
-        bf16=True,
+        bf16="auto",
         group_by_length=True,
         eval_steps=0 if args.quick else args.eval_steps,
         save_total_limit=1,

@@ -13,20 +13,24 @@ import pytest
 import torch
 from conftest import import_benchmark, shared_dataset
 
+from kgmm.training import native_bf16
+
 
 def test_train_speed_quick_reports_every_contender(tmp_path):
     data = shared_dataset("banking77")
     out = tmp_path / "train_speed.json"
     train_speed = import_benchmark("train_speed")
     levers = ["--levers", "peer2-worker", "peer2-2-threads"]
-    scored = ["--accuracy-contenders", *train_speed.SCORED, "bf16-weights"]
+    # A model cast to bf16 trains minutes a step on a CPU without bf16 hardware.
+    transformed = "bf16-weights" if native_bf16(torch.device("cpu")) else "no-grouping"
+    scored = ["--accuracy-contenders", *train_speed.SCORED, transformed]
     train_speed.main(
         ["--quick", "--threads", "1", "--data-dir", str(data), "--out", str(out), *levers] + scored
     )
     result = json.loads(out.read_text())
     rows = {row["contender"]: row for row in result["rows"]}
     peer2_levers = {"lever: peer2-worker", "lever: peer2-2-threads"}
-    assert set(rows) == set(train_speed.CONTENDERS) | peer2_levers | {"lever: bf16-weights"}
+    assert set(rows) == set(train_speed.CONTENDERS) | peer2_levers | {f"lever: {transformed}"}
     for name in peer2_levers:
         assert rows[name]["gflops_per_sample"] == rows["peer2_hf_trainer"]["gflops_per_sample"]
     for name, row in rows.items():
@@ -34,11 +38,14 @@ def test_train_speed_quick_reports_every_contender(tmp_path):
         assert row["gflops_per_sample"] > 0, name
         assert 0 < row["mfu"] < 1, name
     assert rows["peer2_hf_trainer"]["ratio_to_peer2"] == pytest.approx(1.0)
-    for name in ("peer2_hf_trainer", "kgmm_text", "kgmm_kg", "lever: bf16-weights"):
+    for name in ("peer2_hf_trainer", "kgmm_text", "kgmm_kg", f"lever: {transformed}"):
         assert 0 <= rows[name]["test_accuracy"] <= 1, name
     assert rows["peer1_tutorial"]["test_accuracy"] is None
-    assert result["bf16_matmul_peak_flops"] > 0
-    assert result["bf16_matmul_rate_at_step_shapes"] > 0
+    assert result["matmul_peak_flops"] >= result["fp32_matmul_peak_flops"] > 0
+    assert result["matmul_peak_precision"] == (
+        "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    )
+    assert result["matmul_rate_at_step_shapes"] > 0
     assert result["batch"]["kg"]["entities_per_sample"] > 0
     assert result["batch"]["text"]["entities_per_sample"] == 0
 
@@ -171,3 +178,17 @@ def test_kg_embeddings_pykeen_quick_compares_both_libraries(tmp_path):
         assert row["triples_per_s"] > 0
         assert 0 < row["mrr"] <= 1 and 0 <= row["hits@10"] <= 1
     assert rows[0]["speed_vs_pykeen"] > 0
+
+
+def test_matmul_precision_quick_rates_both_precisions_and_names_the_choice(tmp_path):
+    out = tmp_path / "matmul_precision.json"
+    result = import_benchmark("matmul_precision").main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == result["rows"]
+    assert [row["workload"] for row in result["rows"]] == [
+        "128x128 square",
+        "MiniLM layer, 16 tokens",
+    ]
+    for row in result["rows"]:
+        assert row["fp32_gflops"] > 0 and row["bf16_gflops"] > 0
+        assert row["bf16_over_fp32"] == pytest.approx(row["bf16_gflops"] / row["fp32_gflops"])
+    assert result["native_bf16"] is native_bf16(torch.device("cpu"))

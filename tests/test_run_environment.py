@@ -1,10 +1,14 @@
-"""Results files say which commit ran and whether the working tree differed from it."""
+"""Results files say which commit ran, whether the working tree differed from it, and on
+which hardware."""
 
 from __future__ import annotations
 
 import subprocess
 
-from kgmm.training.run_environment import git_commit, git_modified
+import torch
+
+from kgmm.training import native_bf16
+from kgmm.training.run_environment import git_commit, git_modified, run_environment
 
 
 def git(folder, *arguments):
@@ -31,3 +35,10 @@ def test_git_modified_lists_changed_tracked_files_only(tmp_path):
 def test_outside_a_checkout_both_are_none(tmp_path):
     assert git_commit(tmp_path) is None
     assert git_modified(tmp_path) is None
+
+
+def test_hardware_names_the_cpu_and_whether_it_has_bf16_hardware():
+    hardware = run_environment()["hardware"]
+    assert hardware["cpu"] and isinstance(hardware["cpu"], str)
+    assert hardware["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert hardware["cpu_native_bf16"] is native_bf16(torch.device("cpu"))

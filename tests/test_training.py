@@ -32,6 +32,7 @@ from kgmm.training import (
     TrainingArguments,
     evaluate_task,
     latest_checkpoint,
+    native_bf16,
 )
 from kgmm.training.batch_sampler import EpochBatchSampler
 
@@ -376,6 +377,38 @@ def test_lane_dropout_swaps_every_dropout_of_the_model_and_it_still_learns(tmp_p
     swapped = [name for name, m in model.named_modules() if isinstance(m, LaneDropout)]
     assert plain and swapped == plain
     assert after["intent/loss"] < 0.7 * before["intent/loss"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_follows_the_hardware_and_forced_bf16_warns_without_it(
+    tmp_path, monkeypatch, native
+):
+    """``bf16="auto"`` trains under bf16 autocast only where matmuls have bf16 hardware;
+    ``bf16=True`` elsewhere still does, with a warning that names the slow path."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert native_bf16(torch.device("cpu")) is native
+    train, _ = datasets(("intent",))
+    model = build_model(tasks=("intent",))
+    dtypes = set()
+    model.heads["intent"].register_forward_hook(
+        lambda module, inputs, output: dtypes.add(output.logits.dtype)
+    )
+    Trainer(model, train, args=arguments(tmp_path, bf16="auto", max_steps=2)).train()
+    assert dtypes == {torch.bfloat16 if native else torch.float32}
+    if native:
+        assert Trainer(model, train, args=arguments(tmp_path, bf16=True)).bf16 is True
+    else:
+        with pytest.warns(
+            UserWarning, match=r"no bf16 matmul hardware.*bf16='auto' trains in fp32"
+        ):
+            assert Trainer(model, train, args=arguments(tmp_path, bf16=True)).bf16 is True
+
+
+def test_bf16_must_be_true_false_or_auto():
+    with pytest.raises(ConfigError, match="bf16 must be true, false or 'auto', got 'yes'"):
+        TrainingArguments(bf16="yes")
+    assert TrainingArguments.from_dict(TrainingArguments(bf16="auto").to_dict()).bf16 == "auto"
 
 
 # ---------------------------------------------------------------------------- checkpoints

@@ -76,7 +76,7 @@ def train(model: FusedModel, samples: list[dict], steps: int, seed: int, output_
         # them open within a short run.
         learning_rates={"*cross_attn_gate*": GATE_LEARNING_RATE},
         warmup_ratio=0.1,
-        bf16=True,
+        bf16="auto",
         seed=seed,
         logging_steps=10,
         progress_bar=False,

@@ -19,7 +19,7 @@ from kgmm.errors import ConfigError, DataError
 from kgmm.heads import HeadOutput
 from kgmm.metrics import accuracy, auc, bleu, f1_at_threshold, macro_f1, multilabel_f1
 from kgmm.model import FusedModel, ModelOutput
-from kgmm.training.device import autocast, move_to
+from kgmm.training.device import autocast, move_to, resolve_bf16
 
 
 def evaluate_task(
@@ -28,14 +28,16 @@ def evaluate_task(
     samples: Sequence[dict],
     batch_size: int = 32,
     device: torch.device | None = None,
-    bf16: bool = False,
+    bf16: bool | str = False,
 ) -> dict[str, float]:
-    """``{"task/loss": ..., "task/<metric>": ...}`` over ``samples`` (model in eval mode)."""
+    """``{"task/loss": ..., "task/<metric>": ...}`` over ``samples`` (model in eval mode),
+    under bf16 autocast when ``bf16`` (``"auto"``: where the device has bf16 hardware)."""
     if task not in model.heads:
         raise ConfigError(f"unknown task {task!r}; this model has heads {sorted(model.heads)}")
     if len(samples) == 0:
         raise DataError(f"no samples to evaluate task {task!r} on")
     device = device or next(model.parameters()).device
+    bf16 = resolve_bf16(bf16, device)
     head = model.heads[task]
     scorer = _SCORERS[head.task_type](head)
     collate = model.collator(task)

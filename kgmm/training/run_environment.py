@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from kgmm.training.device import native_bf16
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
@@ -39,10 +41,23 @@ def git_modified(folder: Path = REPOSITORY) -> list[str] | None:
     return None if status is None else [line[3:] for line in status.splitlines()]
 
 
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
 def run_environment() -> dict[str, Any]:
     """``{"hardware": {...}, "git_commit": ...}`` to merge into a ``results.json``."""
     return {
         "hardware": {
+            "cpu": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_native_bf16": native_bf16(torch.device("cpu")),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),

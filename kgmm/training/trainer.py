@@ -37,7 +37,7 @@ from kgmm.training.checkpoint import (
     save_state,
     staging_dir,
 )
-from kgmm.training.device import autocast, move_to, resolve_device
+from kgmm.training.device import autocast, move_to, resolve_bf16, resolve_device
 from kgmm.training.distributed import DistributedContext
 from kgmm.training.dropout import use_lane_dropout
 from kgmm.training.evaluation import evaluate_task
@@ -126,6 +126,7 @@ class Trainer:
         use_cuda = resolve_device(self.args.device).type == "cuda"
         self.distributed = DistributedContext.from_environment(use_cuda)
         self.device = resolve_device(self.args.device, self.distributed.local_rank)
+        self.bf16 = resolve_bf16(self.args.bf16, self.device)
         self.model.to(self.device)
         self.output_dir = Path(self.args.output_dir)
         self.log = MetricsLog(self.output_dir / METRICS_FILE, enabled=self.distributed.is_main)
@@ -289,7 +290,7 @@ class Trainer:
     def compute_loss(self, task: str, batch: dict[str, Any]) -> torch.Tensor:
         """The training loss of one collated ``batch`` (on the trainer's device) with the
         callbacks' extra terms, under the run's autocast; only valid inside :meth:`train`."""
-        with autocast(self.device, self.args.bf16):
+        with autocast(self.device, self.bf16):
             return self._wrapped(task, batch)
 
     def _optimizer_step(
@@ -384,7 +385,7 @@ class Trainer:
                         self.eval_data[name],
                         self._eval_batch_size(name),
                         self.device,
-                        self.args.bf16,
+                        self.bf16,
                     )
                 )
         return self.distributed.broadcast(metrics)
