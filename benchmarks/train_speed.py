@@ -95,7 +95,7 @@ from kgmm.metrics import format_table
 from kgmm.resources import default_text_model_path
 from kgmm.training import TrainerCallback, native_bf16
 from kgmm.training.batch_sampler import EpochBatchSampler
-from kgmm.training.device import move_to
+from kgmm.training.device import autocast, move_to
 from kgmm.training.task_stream import text_lengths
 
 PEERS = ("peer1_tutorial", "peer2_hf_trainer")
@@ -322,7 +322,7 @@ def peer2_flops_per_sample(train: list[dict], labels: list[str], device: torch.d
     batches = [dict(collate([dataset[i] for i in chunk])) for chunk in chunks]
 
     def step(batch: dict[str, Any]) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=native_bf16(device)):
+        with autocast(device, native_bf16(device)):
             loss = model(**move_to(batch, device)).loss
         loss.backward()
 
@@ -451,7 +451,7 @@ def kgmm_flops_per_sample(
     }
 
     def step(batch: dict[str, Any]) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=native_bf16(device)):
+        with autocast(device, native_bf16(device)):
             loss = model(task=TASK, **move_to(batch, device)).loss
         loss.backward()
 
