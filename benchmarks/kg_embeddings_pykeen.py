@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from kgmm.errors import DataError
 from kgmm.graph.kge import DEFAULTS, train_kg_embeddings
 from kgmm.graph.knowledge_graph import KnowledgeGraph
 from kgmm.metrics import format_table
@@ -127,17 +128,15 @@ def run_kgmm(folder: Path, model: str, epochs: int, seed: int, device: str) -> d
     }
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict:
     options = parse_args(argv)
     folder = Path(options.data_dir) / "umls"
     if not (folder / "train.txt").is_file():
-        print(f"skipping: no UMLS split under {folder}")
-        return None
+        raise DataError(f"{folder / 'train.txt'} not found; pass --data-dir (kg_umls_nations)")
     try:
         import pykeen  # noqa: F401
     except ImportError:
-        print("skipping: PyKEEN is not installed (pip install -e .[bench])")
-        return None
+        raise SystemExit("PyKEEN is not installed: pip install -e '.[bench]'") from None
     if options.threads:
         torch.set_num_threads(options.threads)
     logging.getLogger("pykeen").setLevel(logging.ERROR)

@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/medical_qa"))
     parser.add_argument("--knowledge", choices=("on", "off", "random"), default="on")
     parser.add_argument("--ablation", action="store_true", help="run on, off and random")
-    parser.add_argument("--quick", action="store_true", help="a small slice, about a minute")
+    parser.add_argument("--quick", action="store_true", help="smoke test (6 min in fp32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=None)

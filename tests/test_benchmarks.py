@@ -7,12 +7,14 @@ positive speed and accuracies in [0, 1].
 from __future__ import annotations
 
 import json
+import sys
 import threading
 
 import pytest
 import torch
 from conftest import import_benchmark, shared_dataset
 
+import kgmm
 from kgmm.training import native_bf16
 
 
@@ -161,6 +163,40 @@ def test_inference_quick_reports_every_variant(tmp_path):
         assert 0 <= row["test_accuracy"] <= 1, name
     assert rows["fp32"]["speedup_vs_fp32"] == pytest.approx(1.0)
     assert rows["fp32"]["accuracy_change_points"] == 0
+
+
+def test_kg_embeddings_quick_reports_each_model_beside_the_published_numbers(tmp_path):
+    data = shared_dataset("kg_umls_nations")
+    out = tmp_path / "kge.json"
+    import_benchmark("kg_embeddings").main(
+        ["--quick", "--datasets", "nations", "--models", "distmult", "complex"]
+        + ["--data-dir", str(data), "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    rows = {row["model"]: row for row in result["rows"]}
+    assert list(rows) == ["distmult", "complex"]
+    for row in rows.values():
+        assert 0 < row["hits@1"] <= row["hits@3"] <= row["hits@10"] <= 1
+        assert 0 < row["mrr"] <= 1 and row["best_epoch"] in (1, 2)
+    assert rows["distmult"]["published_mrr"] == 0.7131  # Pu et al. 2022, PROVENANCE.md
+    assert result["settings"]["quick"] and result["hardware"]["cpu_count"] > 0
+
+
+def test_kg_embeddings_names_the_missing_split_file(tmp_path):
+    (tmp_path / "umls").mkdir()
+    (tmp_path / "umls" / "train.txt").write_text("a\tr\tb\n")
+    with pytest.raises(kgmm.DataError, match=r"umls[/\\]valid\.txt.*not found"):
+        import_benchmark("kg_embeddings").main(
+            ["--datasets", "umls", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+        )
+
+
+def test_kg_embeddings_pykeen_says_how_to_install_pykeen(tmp_path, monkeypatch):
+    (tmp_path / "umls").mkdir()
+    (tmp_path / "umls" / "train.txt").write_text("a\tr\tb\n")
+    monkeypatch.setitem(sys.modules, "pykeen", None)  # import pykeen raises ImportError
+    with pytest.raises(SystemExit, match=r"pip install -e '\.\[bench\]'"):
+        import_benchmark("kg_embeddings_pykeen").main(["--data-dir", str(tmp_path)])
 
 
 def test_kg_embeddings_pykeen_quick_compares_both_libraries(tmp_path):
