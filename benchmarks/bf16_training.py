@@ -88,7 +88,7 @@ def run(bf16: bool, steps: int, warmup: int, batch_size: int, samples: list[dict
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/bf16_training.json")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="5 steps, 1 repeat")
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     if options.threads:
         torch.set_num_threads(options.threads)
     if options.quick:

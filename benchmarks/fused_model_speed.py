@@ -48,14 +48,14 @@ def time_step(model, batch, bf16: bool) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="results/fused_model_speed.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     kg = kgmm.KnowledgeGraph.load(bundled_graph_path("medical"))
     config = kgmm.FusedConfig(

@@ -76,6 +76,7 @@ def measure_kgmm(path: Path, queries: int, seed: int) -> dict:
     return {
         "entities": kg.num_entities,
         "triples": kg.num_triples,
+        "duplicates_dropped": kg.duplicates_dropped,  # the generator may draw a triple twice
         "load_seconds": seconds,
         "resident_bytes": after - before,
         "bytes_per_triple": (after - before) / kg.num_triples,
@@ -117,7 +118,7 @@ def run_child(kind: str, path: Path, queries: int, seed: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -130,7 +131,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/graph_scale.json")
     parser.add_argument("--child", choices=["kgmm", "networkx"], help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         result = (
             measure_kgmm(Path(args.file), args.queries, args.seed)

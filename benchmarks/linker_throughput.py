@@ -136,7 +136,7 @@ def run(num_aliases: int, megabytes: float, mention_rate: float, seed: int) -> d
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aliases", type=int, default=100_000)
     parser.add_argument("--megabytes", type=float, default=2.0)
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="10k aliases, 0.2 MB of text")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.aliases, args.megabytes = 10_000, 0.2
     result = run(args.aliases, args.megabytes, args.mention_rate, args.seed)

@@ -6,6 +6,7 @@ positive speed and accuracies in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -229,3 +230,53 @@ def test_matmul_precision_quick_rates_both_precisions_and_names_the_choice(tmp_p
         assert row["fp32_gflops"] > 0 and row["bf16_gflops"] > 0
         assert row["bf16_over_fp32"] == pytest.approx(row["bf16_gflops"] / row["fp32_gflops"])
     assert result["native_bf16"] is native_bf16(torch.device("cpu"))
+
+
+def test_fused_model_speed_times_knowledge_off_and_on_in_both_precisions(tmp_path):
+    out = tmp_path / "fused.json"
+    import_benchmark("fused_model_speed").main(
+        ["--repeats", "1", "--batch-size", "2", "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    assert [row["precision"] for row in result["rows"]] == ["fp32", "bf16"]
+    for row in result["rows"]:
+        assert row["text_only_ms"] > 0 and row["text_kg_ms"] > 0
+    assert result["entities_per_sample"] > 0  # the sentences link to the bundled graph
+    assert 0 < result["single_sample"]["median_ms"] <= result["single_sample"]["p90_ms"]
+
+
+def test_graph_scale_loads_the_generated_graph_in_both_loaders(tmp_path):
+    out = tmp_path / "graph.json"
+    import_benchmark("graph_scale").main(
+        ["--entities", "300", "--triples", "2000", "--queries", "20", "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    kgmm_row = result["kgmm"]
+    assert kgmm_row["triples"] + kgmm_row["duplicates_dropped"] == 2000  # every line counted
+    assert set(result) >= {"kgmm", "networkx", "config"}
+    assert kgmm_row["neighbors_p50_ms"] <= kgmm_row["neighbors_p99_ms"]
+
+
+def test_linker_throughput_quick_finds_the_planted_mentions(tmp_path):
+    out = tmp_path / "linker.json"
+    import_benchmark("linker_throughput").main(["--quick", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["aliases"] == 10_000 and result["characters"] >= 200_000
+    assert result["mentions"] > 0 and result["characters_per_second"] > 0
+
+
+def test_bf16_training_reports_both_precisions(tmp_path):
+    out = tmp_path / "bf16.json"
+    with (
+        pytest.warns(UserWarning, match="bf16")
+        if not native_bf16(torch.device("cpu"))
+        else (contextlib.nullcontext())
+    ):
+        import_benchmark("bf16_training").main(
+            ["--steps", "1", "--warmup", "1", "--repeats", "1", "--batch-size", "2"]
+            + ["--threads", "1", "--out", str(out)]
+        )
+    result = json.loads(out.read_text())
+    assert [row["precision"] for row in result["summary"]] == ["fp32", "bf16"]
+    assert all(row["samples/s (median)"] > 0 for row in result["summary"])
+    assert result["bf16_speedup"] > 0
