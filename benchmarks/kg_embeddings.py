@@ -13,17 +13,16 @@ runs two epochs as a smoke test.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from banking77_setup import write_results
 
 from kgmm.errors import DataError
 from kgmm.graph.kge import DEFAULTS, train_kg_embeddings
 from kgmm.graph.knowledge_graph import KnowledgeGraph
 from kgmm.metrics import format_table
-from kgmm.training import run_environment
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kg_umls_nations"
 DATASETS = ("umls", "nations")
@@ -61,17 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{dataset} {model}: test MRR {rows[-1]['mrr']:.4f}", flush=True)
     columns = ["dataset", "model", *METRICS, "best_epoch", "seconds", "published_mrr"]
     print(format_table(rows, columns, ".4f"))
-    report = {
-        "benchmark": "kg_embeddings",
-        "rows": rows,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        **run_environment(),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"results written to {out}")
-    return report
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    write_results(Path(args.out), "kg_embeddings", rows, settings=settings)
+    return {"rows": rows, "settings": settings}
 
 
 def split_files(data_dir: Path, dataset: str) -> list[Path]:
