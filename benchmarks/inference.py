@@ -12,11 +12,15 @@ Variants of the same weights:
   (int8 weights, activations quantised per batch). ``torch.ao.quantization`` is deprecated
   in favour of torchao but still ships with torch 2.14; torchao is not a kgmm dependency.
 
-Batches are collated once up front (tokenising, entity linking and expansion: the
-per-batch collation cost is reported separately, it is the same for every variant); the
-clocks measure the model's forward pass. Batch-1 latency p50/p99 over ``--latency-samples``
-test utterances; batch-64 throughput over the test set; accuracy on the test set. Variants
-alternate within every round (``--repeats``) so machine load hits all alike.
+Batch-64 batches are cut from the test utterances sorted longest first, as
+``FusedModel.predict`` and ``Trainer.evaluate`` cut them; the row ``fp32 input order``
+times fp32 on batches cut in the test set's order (each padded to its longest utterance),
+which is what the sorting gains. Batches are collated once up front (tokenising, entity
+linking and expansion: the per-batch collation cost is reported separately, it is the
+same for every variant); the clocks measure the model's forward pass. Batch-1 latency
+p50/p99 over ``--latency-samples`` test utterances; batch-64 throughput over the test set;
+accuracy on the test set. Variants alternate within every round (``--repeats``) so machine
+load hits all alike.
 
     python benchmarks/inference.py --checkpoint /tmp/kgmm_kg        # after train_speed.py
     python benchmarks/inference.py --train-steps 313                # one epoch first
@@ -30,7 +34,6 @@ import copy
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,36 +42,33 @@ from typing import Any
 import torch
 import transformers
 from banking77_setup import DEFAULT_DATA, TASK, training_arguments, write_results
-from speed_measures import percentile, synchronize
+from speed_measures import int8_dynamic, percentile, synchronize
 from train_speed import kgmm_model, load_data
 
 import kgmm
+from kgmm.data import longest_first
 from kgmm.metrics import format_table
 from kgmm.training.device import move_to
 
 THROUGHPUT_BATCH = 64
+INPUT_ORDER = "fp32 input order"
+VARIANTS = ("fp32", "bf16 autocast", "bf16 weights", "int8 dynamic", INPUT_ORDER)
 
 
-def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
-    """Every ``nn.Linear`` with int8 weights and dynamically quantised activations (CPU)."""
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def variants(model: kgmm.FusedModel, device: torch.device) -> dict[str, tuple[Any, bool]]:
-    """name -> (model, bf16 autocast?) for every numeric variant that runs on ``device``."""
-    built: dict[str, tuple[Any, bool]] = {
-        "fp32": (model, False),
-        "bf16 autocast": (model, True),
-        "bf16 weights": (copy.deepcopy(model).to(torch.bfloat16), False),
+def variants(
+    model: kgmm.FusedModel, device: torch.device, names: list[str]
+) -> dict[str, tuple[Any, bool]]:
+    """name -> (model, bf16 autocast?) for each numeric variant of ``names`` that runs on
+    ``device``."""
+    builders: dict[str, Callable[[], tuple[Any, bool]]] = {
+        "fp32": lambda: (model, False),
+        "bf16 autocast": lambda: (model, True),
+        "bf16 weights": lambda: (copy.deepcopy(model).to(torch.bfloat16), False),
+        "int8 dynamic": lambda: (int8_dynamic(copy.deepcopy(model)), False),
     }
-    if device.type == "cpu":  # quantized dynamic kernels are CPU-only
-        built["int8 dynamic"] = (int8_dynamic(copy.deepcopy(model)), False)
-    return built
+    if device.type != "cpu":  # quantized dynamic kernels are CPU-only
+        del builders["int8 dynamic"]
+    return {name: build() for name, build in builders.items() if name in names}
 
 
 def forward(model: Any, bf16: bool, device: torch.device) -> Callable[[dict], torch.Tensor]:
@@ -125,37 +125,44 @@ def main(argv: list[str] | None = None) -> dict:
         source = f"trained here for {options.train_steps} steps"
     model = model.to(device).eval()
     gold = torch.tensor([model.heads[TASK].labels.index(s["label"]) for s in test])
+    order = longest_first(test)
     single, collate_1_ms = collated(model, test[: options.latency_samples], 1, device)
-    batches, collate_64_ms = collated(model, test, THROUGHPUT_BATCH, device)
-    runs = {name: forward(m, bf16, device) for name, (m, bf16) in variants(model, device).items()}
-    for run in runs.values():  # warm-up: first calls allocate and pick kernels
-        for batch in single[:3] + batches[:1]:
+    batches, collate_64_ms = collated(model, [test[i] for i in order], THROUGHPUT_BATCH, device)
+    runs = {
+        name: (forward(m, bf16, device), batches, gold[order])
+        for name, (m, bf16) in variants(model, device, options.variants).items()
+    }
+    if INPUT_ORDER in options.variants:
+        unsorted, _ = collated(model, test, THROUGHPUT_BATCH, device)
+        runs[INPUT_ORDER] = (runs["fp32"][0], unsorted, gold)  # latency: the same as fp32's
+    for run, run_batches, _ in runs.values():  # warm-up: first calls allocate, pick kernels
+        for batch in single[:3] + run_batches[:1]:
             run(batch)
-    latencies = {name: [] for name in runs}
+    latencies = {name: [] for name in runs if name != INPUT_ORDER}
     speeds = {name: [] for name in runs}
-    predictions: dict[str, torch.Tensor] = {}
+    correct: dict[str, torch.Tensor] = {}
     for round_ in range(options.repeats):
-        for name, run in runs.items():
-            for batch in single:
+        for name, (run, run_batches, run_gold) in runs.items():
+            for batch in single if name in latencies else ():
                 start = time.perf_counter()
                 run(batch)
                 latencies[name].append((time.perf_counter() - start) * 1e3)
             start = time.perf_counter()
-            predicted = torch.cat([run(batch).cpu() for batch in batches])
+            predicted = torch.cat([run(batch).cpu() for batch in run_batches])
             speeds[name].append(len(test) / (time.perf_counter() - start))
-            predictions[name] = predicted
-            print(f"round {round_ + 1}: {name:14} {speeds[name][-1]:8.1f} samples/s", flush=True)
+            correct[name] = predicted == run_gold
+            print(f"round {round_ + 1}: {name:16} {speeds[name][-1]:8.1f} samples/s", flush=True)
     fp32_speed = statistics.median(speeds["fp32"])
-    fp32_accuracy = float((predictions["fp32"] == gold).float().mean())
+    fp32_accuracy = float(correct["fp32"].float().mean())
     rows = []
     for name in runs:
-        accuracy = float((predictions[name] == gold).float().mean())
+        accuracy = float(correct[name].float().mean())
         speed = statistics.median(speeds[name])
         rows.append(
             {
                 "variant": name,
-                "p50_ms": percentile(latencies[name], 50),
-                "p99_ms": percentile(latencies[name], 99),
+                "p50_ms": percentile(latencies[name], 50) if name in latencies else None,
+                "p99_ms": percentile(latencies[name], 99) if name in latencies else None,
                 "batch64_samples_per_s": speed,
                 "speedup_vs_fp32": speed / fp32_speed,
                 "test_accuracy": accuracy,
@@ -189,9 +196,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-samples", type=int, help="a seeded slice of the test set")
     parser.add_argument("--latency-samples", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        metavar="NAME",
+        help=f"which rows to time (fp32 always): {', '.join(map(repr, VARIANTS))}",
+    )
     parser.add_argument("--quick", action="store_true", help="5 intents, 2 training steps")
     parser.add_argument("--out", default="results/inference.json")
     options = parser.parse_args(argv)
+    options.variants = ["fp32", *(name for name in options.variants if name != "fp32")]
     if options.quick:
         options.train_steps, options.latency_samples, options.repeats = 2, 5, 1
     return options

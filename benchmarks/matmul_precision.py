@@ -1,8 +1,12 @@
-"""Matmul speed in fp32 and bf16 on this machine: should training use bf16 here?
+"""Matmul speed in fp32, bf16 and int8 on this machine: should training use bf16 here, and
+can int8 or bf16 speed up inference?
 
-Times ``torch.matmul`` in both precisions, on a square ``--size`` matmul and on the
+Times ``torch.matmul`` in both float precisions, on a square ``--size`` matmul, on the
 matmuls of one MiniLM layer's linears in a training step over ``--tokens`` rows (forward,
-input gradient and weight gradient), and prints the bf16/fp32 ratio beside what
+input gradient and weight gradient) and on the same linears' forward alone (inference).
+On a CPU the inference workload is also timed as dynamic int8 linears (what
+``benchmarks/inference.py``'s ``int8 dynamic`` variant runs, activation quantisation
+included). Prints the bf16/fp32 and int8/fp32 ratios beside what
 ``kgmm.training.native_bf16`` says of the device (AMX or AVX-512 BF16 on a CPU, a bf16
 GPU), which is what ``TrainingArguments(bf16="auto")`` follows.
 
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import torch
 from banking77_setup import write_results
-from speed_measures import encoder_layer_shapes, matmul_rate
+from speed_measures import encoder_layer_shapes, int8_linear_rate, matmul_rate
 
 from kgmm.metrics import format_table
 from kgmm.training import native_bf16
@@ -38,22 +42,29 @@ def main(argv: list[str] | None = None) -> dict:
             options.tokens, MINILM_HIDDEN, MINILM_INTERMEDIATE
         ),
     }
+    inference = f"MiniLM layer forward, {options.tokens} tokens"
+    workloads[inference] = encoder_layer_shapes(
+        options.tokens, MINILM_HIDDEN, MINILM_INTERMEDIATE, backward=False
+    )
     rows = []
     for workload, shapes in workloads.items():
         rates = {
             name: matmul_rate(shapes, device, dtype, options.seconds)
             for name, dtype in PRECISIONS.items()
         }
-        rows.append(
-            {
-                "workload": workload,
-                "fp32_gflops": rates["fp32"] / 1e9,
-                "bf16_gflops": rates["bf16"] / 1e9,
-                "bf16_over_fp32": rates["bf16"] / rates["fp32"],
-            }
-        )
+        row = {
+            "workload": workload,
+            "fp32_gflops": rates["fp32"] / 1e9,
+            "bf16_gflops": rates["bf16"] / 1e9,
+            "bf16_over_fp32": rates["bf16"] / rates["fp32"],
+        }
+        if workload == inference and device.type == "cpu":  # int8 kernels are CPU-only
+            int8 = int8_linear_rate(shapes, options.seconds)
+            row.update(int8_gops=int8 / 1e9, int8_over_fp32=int8 / rates["fp32"])
+        rows.append(row)
+    columns = [*rows[0], "int8_gops", "int8_over_fp32"]
     native = native_bf16(device)
-    print(format_table(rows, list(rows[0]), float_format=".3f"))
+    print(format_table(rows, columns, float_format=".3f"))
     print(
         f"{device}, {torch.get_num_threads()} threads, capability "
         f"{torch.backends.cpu.get_cpu_capability()}: bf16 matmul hardware {native}, so "

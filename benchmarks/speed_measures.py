@@ -4,6 +4,7 @@
   utilisation is a ratio of), on the same device, dtype and thread count as the run;
   ``matmul_rate`` the same for any list of shapes, e.g. ``encoder_layer_shapes``: the rate
   a model's own matmuls can reach, so a low MFU can be told from small matmuls;
+  ``int8_linear_rate`` the same for dynamic int8 linears (``int8_dynamic``);
 * ``counted_flops``: the FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts while a
   function runs (matmuls, convolutions and attention; elementwise work is not counted);
 * ``synchronize``: wait for queued GPU work, so wall clocks measure finished work.
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -23,26 +25,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_rate(
-    shapes: list[tuple[int, int, int]],
-    device: torch.device,
-    dtype: torch.dtype = torch.bfloat16,
-    seconds: float = 1.0,
+def best_rate(
+    one_pass: Callable[[], None], flops: int, device: torch.device, seconds: float = 1.0
 ) -> float:
-    """FLOP/s of back-to-back matmuls ``[m, k] @ [k, n]`` of ``shapes`` in ``dtype``: the best
-    of 3 rounds of about ``seconds / 3`` each (the best round is the least disturbed by other
-    work)."""
-    pairs = [
-        (torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype))
-        for m, k, n in shapes
-    ]
-    flops = sum(2 * m * k * n for m, k, n in shapes)
+    """FLOP/s of ``one_pass`` (``flops`` each) run back to back: the best of 3 rounds of about
+    ``seconds / 3`` each (the best round is the least disturbed by other work)."""
     best = 0.0
     for round_ in range(4):  # round 0 warms up
         count, start = 0, time.perf_counter()
         while True:
-            for a, b in pairs:
-                torch.matmul(a, b)
+            one_pass()
             count += 1
             # A GPU synchronisation per pass would lower its rate; a CPU needs none, and on
             # one without bf16 hardware a single 2048x2048 bf16 matmul can take a minute.
@@ -56,6 +48,54 @@ def matmul_rate(
     return best
 
 
+def matmul_rate(
+    shapes: list[tuple[int, int, int]],
+    device: torch.device,
+    dtype: torch.dtype = torch.bfloat16,
+    seconds: float = 1.0,
+) -> float:
+    """FLOP/s of back-to-back matmuls ``[m, k] @ [k, n]`` of ``shapes`` in ``dtype``."""
+    pairs = [
+        (torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype))
+        for m, k, n in shapes
+    ]
+
+    def one_pass() -> None:
+        for a, b in pairs:
+            torch.matmul(a, b)
+
+    return best_rate(one_pass, sum(2 * m * k * n for m, k, n in shapes), device, seconds)
+
+
+def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
+    """Every ``nn.Linear`` of ``model`` with int8 weights and activations quantised per call
+    (``torch.ao.quantization.quantize_dynamic``, CPU only). ``torch.ao.quantization`` is
+    deprecated in favour of torchao but ships with torch 2.14; torchao is not a dependency."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def int8_linear_rate(shapes: list[tuple[int, int, int]], seconds: float = 1.0) -> float:
+    """Multiply-accumulate rate (counted as 2 ops each, like FLOP/s) of back-to-back dynamic
+    int8 linears ``[m, k] -> [m, n]`` of ``shapes`` on the CPU, activation quantisation
+    included: what ``int8_dynamic`` makes of a model's linears."""
+    linears = int8_dynamic(torch.nn.ModuleList(torch.nn.Linear(k, n) for _, k, n in shapes))
+    inputs = [torch.randn(m, k) for m, k, _ in shapes]
+
+    def one_pass() -> None:
+        with torch.inference_mode():
+            for linear, x in zip(linears, inputs):
+                linear(x)
+
+    return best_rate(
+        one_pass, sum(2 * m * k * n for m, k, n in shapes), torch.device("cpu"), seconds
+    )
+
+
 def matmul_peak(
     device: torch.device,
     dtype: torch.dtype = torch.bfloat16,
@@ -66,11 +106,15 @@ def matmul_peak(
     return matmul_rate([(size, size, size)], device, dtype, seconds)
 
 
-def encoder_layer_shapes(rows: int, hidden: int, intermediate: int) -> list[tuple[int, int, int]]:
-    """The ``(m, k, n)`` matmuls of one transformer layer's linears in a training step over
-    ``rows`` tokens: query, key, value and output (``hidden x hidden``), feed-forward up and
-    down, each forward, input gradient and weight gradient."""
+def encoder_layer_shapes(
+    rows: int, hidden: int, intermediate: int, backward: bool = True
+) -> list[tuple[int, int, int]]:
+    """The ``(m, k, n)`` matmuls of one transformer layer's linears over ``rows`` tokens:
+    query, key, value and output (``hidden x hidden``), feed-forward up and down, each
+    forward and, for a training step (``backward``), input gradient and weight gradient."""
     linears = [(hidden, hidden)] * 4 + [(hidden, intermediate), (intermediate, hidden)]
+    if not backward:
+        return [(rows, k, n) for k, n in linears]
     return [shape for k, n in linears for shape in ((rows, k, n), (rows, n, k), (k, rows, n))]
 
 

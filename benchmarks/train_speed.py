@@ -89,6 +89,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.data import DataLoader, TensorDataset
 
 import kgmm
+from kgmm.data import text_lengths
 from kgmm.data.intents import few_shot, load_intent_csv
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import format_table
@@ -96,7 +97,6 @@ from kgmm.resources import default_text_model_path
 from kgmm.training import TrainerCallback, native_bf16
 from kgmm.training.batch_sampler import EpochBatchSampler
 from kgmm.training.device import autocast, move_to
-from kgmm.training.task_stream import text_lengths
 
 PEERS = ("peer1_tutorial", "peer2_hf_trainer")
 CONTENDERS = (*PEERS, "kgmm_text", "kgmm_kg")

@@ -33,7 +33,7 @@ from kgmm.data.pubmedqa import load_pubmedqa
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import accuracy, confidence_interval, format_table, macro_f1
 from kgmm.resources import bundled_graph_path
-from kgmm.training import finish_run
+from kgmm.training import autocast, finish_run, resolve_bf16
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TASK = "qa"
@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/medical_qa"))
     parser.add_argument("--knowledge", choices=("on", "off", "random"), default="on")
     parser.add_argument("--ablation", action="store_true", help="run on, off and random")
-    parser.add_argument("--quick", action="store_true", help="smoke test (6 min in fp32)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test (about 4 min, one fp32 thread)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=None)
@@ -285,7 +287,8 @@ def fit(
 
 def scores(model: kgmm.FusedModel, samples: list[dict]) -> dict[str, float]:
     truth = [s["answer"] for s in samples]
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    device = next(model.parameters()).device
+    with autocast(device, resolve_bf16("auto", device)):  # bf16 on bf16 hardware
         predicted = model.predict(samples, task=TASK, batch_size=32)
     return {"accuracy": accuracy(truth, predicted), "macro_f1": macro_f1(truth, predicted)}
 

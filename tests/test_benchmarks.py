@@ -115,6 +115,9 @@ def test_encoder_layer_shapes_cover_forward_and_both_gradients():
     forward = 2 * 10 * (4 * 4 * 4 + 2 * 4 * 16)
     assert sum(2 * m * k * n for m, k, n in shapes) == 3 * forward
     assert (10, 4, 16) in shapes and (4, 10, 16) in shapes and (10, 16, 4) in shapes
+    inference = import_benchmark("speed_measures").encoder_layer_shapes(10, 4, 16, backward=False)
+    assert inference == [(10, 4, 4)] * 4 + [(10, 4, 16), (10, 16, 4)]
+    assert sum(2 * m * k * n for m, k, n in inference) == forward
 
 
 def test_paired_ratio_is_the_ratio_of_summed_step_times():
@@ -157,6 +160,7 @@ def test_inference_quick_reports_every_variant(tmp_path):
         + ["--test-samples", "16"]  # bf16 runs emulated on CPUs without bf16 hardware
     )
     rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    unsorted = rows.pop("fp32 input order")  # fp32 on batches cut in the test set's order
     assert set(rows) == {"fp32", "bf16 autocast", "bf16 weights", "int8 dynamic"}
     for name, row in rows.items():
         assert 0 < row["p50_ms"] <= row["p99_ms"], name
@@ -164,6 +168,8 @@ def test_inference_quick_reports_every_variant(tmp_path):
         assert 0 <= row["test_accuracy"] <= 1, name
     assert rows["fp32"]["speedup_vs_fp32"] == pytest.approx(1.0)
     assert rows["fp32"]["accuracy_change_points"] == 0
+    assert unsorted["p50_ms"] is None and unsorted["batch64_samples_per_s"] > 0
+    assert unsorted["test_accuracy"] == pytest.approx(rows["fp32"]["test_accuracy"])
 
 
 def test_kg_embeddings_quick_reports_each_model_beside_the_published_numbers(tmp_path):
@@ -218,17 +224,23 @@ def test_kg_embeddings_pykeen_quick_compares_both_libraries(tmp_path):
     assert rows[0]["speed_vs_pykeen"] > 0
 
 
-def test_matmul_precision_quick_rates_both_precisions_and_names_the_choice(tmp_path):
+def test_matmul_precision_quick_rates_every_precision_and_names_the_choice(tmp_path):
     out = tmp_path / "matmul_precision.json"
     result = import_benchmark("matmul_precision").main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text())["rows"] == result["rows"]
     assert [row["workload"] for row in result["rows"]] == [
         "128x128 square",
         "MiniLM layer, 16 tokens",
+        "MiniLM layer forward, 16 tokens",
     ]
     for row in result["rows"]:
         assert row["fp32_gflops"] > 0 and row["bf16_gflops"] > 0
         assert row["bf16_over_fp32"] == pytest.approx(row["bf16_gflops"] / row["fp32_gflops"])
+    *training, inference = result["rows"]
+    assert all("int8_gops" not in row for row in training)  # dynamic int8 is for inference
+    assert inference["int8_over_fp32"] == pytest.approx(
+        inference["int8_gops"] / inference["fp32_gflops"]
+    )
     assert result["native_bf16"] is native_bf16(torch.device("cpu"))
 
 

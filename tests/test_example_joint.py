@@ -44,7 +44,7 @@ def test_step_budgets_one_number_or_per_task():
         budgets(["mt=0"], None)
 
 
-@pytest.mark.data  # 6-8 min on a 2-core CPU without bf16 matmul hardware
+@pytest.mark.data  # about 4 min at one thread on a CPU without bf16 matmul hardware
 def test_quick_joint_run_shares_parameters_and_beats_trivial_baselines(tmp_path):
     root = shared_dataset(NEEDED[0]).parent
     for name in NEEDED[1:]:

@@ -128,7 +128,7 @@ def test_pubmedqa_missing_folder(tmp_path):
         load_pubmedqa(tmp_path / "absent")
 
 
-@pytest.mark.data  # 6-8 min on a 2-core CPU without bf16 matmul hardware
+@pytest.mark.data  # about 4 min at one thread on a CPU without bf16 matmul hardware
 def test_quick_run_beats_the_majority_macro_f1(tmp_path):
     data = shared_dataset("pubmedqa_pqal")
     spec = importlib.util.spec_from_file_location("medical_qa", EXAMPLE)

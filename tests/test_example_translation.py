@@ -110,7 +110,7 @@ def test_missing_data_folder_is_a_data_error(tmp_path):
         load_example().main(["--quick", "--data-dir", str(tmp_path / "nope")])
 
 
-@pytest.mark.data  # 6-8 min on a 2-core CPU without bf16 matmul hardware
+@pytest.mark.data  # about 4 min at one thread on a CPU without bf16 matmul hardware
 def test_quick_run_translates_better_than_an_empty_output(tmp_path):
     data = shared_dataset("multi30k")
     shared_dataset("lexicon_en_de")

@@ -243,3 +243,21 @@ def test_tiny_trimodal_model_overfits_a_small_batch(kg, media):
         optimizer.step()
     assert loss.item() < 0.05
     assert model.predict(rows[:2], task="cause") == LABELS
+    # predict batches longest text first (the bacterial text is longer): results come
+    # back in the order the samples went in, whatever the batch size
+    mixed = [rows[1], rows[0], rows[0], rows[1]]
+    assert model.predict(mixed, task="cause", batch_size=3) == [LABELS[i] for i in (1, 0, 0, 1)]
+
+
+def test_longest_first_orders_by_text_length_and_keeps_ties_in_place():
+    from kgmm.data import longest_first, text_lengths
+
+    rows = [
+        {"text": "ab"},
+        {"text": "abcd"},
+        {"image": "x.png"},
+        {"text": ["ab", "cde"]},
+        {"text": "cd"},
+    ]
+    assert text_lengths(rows) == [2, 4, 0, 5, 2]
+    assert longest_first(rows) == [3, 1, 0, 4, 2]

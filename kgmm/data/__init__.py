@@ -10,6 +10,7 @@ from kgmm.data.kgrec import (
     load_kgrec_preprocessed,
     load_kgrec_raw,
 )
+from kgmm.data.lengths import longest_first, text_lengths
 from kgmm.data.lexicon import lexicon_graph, read_lexicon, vocabulary
 from kgmm.data.manifest import read_manifest
 from kgmm.data.noise import character_noise, noisy_samples
@@ -27,11 +28,13 @@ __all__ = [
     "load_kgrec_preprocessed",
     "load_kgrec_raw",
     "load_parallel",
+    "longest_first",
     "noisy_samples",
     "parallel_file",
     "parallel_splits",
     "read_lexicon",
     "read_manifest",
     "read_sentences",
+    "text_lengths",
     "vocabulary",
 ]

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kgmm.data import Collator
+from kgmm.data import Collator, longest_first
 from kgmm.data.batch import move_to
 from kgmm.errors import CheckpointError, ConfigError, DataError
 from kgmm.fusion import KnowledgeFusion
@@ -220,19 +220,25 @@ class FusedModel(nn.Module):
     @torch.no_grad()
     def predict(self, samples: list[dict], task: str, batch_size: int = 32) -> list[Any]:
         """Raw sample dicts in (texts, image paths or PIL images, audio paths or waveforms),
-        Python results out (labels, answers, sentences, items)."""
+        Python results out (labels, answers, sentences, items), in the order of ``samples``.
+
+        Batches are cut from the samples sorted by text length, longest first, so each pads
+        to a length near its samples' own (``benchmarks/inference.py`` measures the gain)."""
         head = self._head(task)
         collate = self.collator(task, targets=False)
         was_training = self.training
         device = next(self.parameters()).device
         self.eval()
-        results: list[Any] = []
+        order = longest_first(samples)
+        results: list[Any] = [None] * len(samples)
         try:
-            for start in range(0, len(samples), batch_size):
-                batch = move_to(collate(samples[start : start + batch_size]), device)
-                with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                indices = order[start : start + batch_size]
+                batch = move_to(collate([samples[index] for index in indices]), device)
+                with torch.inference_mode():
                     output = self(task=task, **batch)
-                results.extend(head.decode(_head_output(output)))
+                for index, result in zip(indices, head.decode(_head_output(output))):
+                    results[index] = result
         finally:
             self.train(was_training)
         return results

@@ -6,7 +6,7 @@ from kgmm.training.arguments import TrainingArguments
 from kgmm.training.augmentation import Augmentation
 from kgmm.training.callbacks import TrainerCallback
 from kgmm.training.checkpoint import latest_checkpoint
-from kgmm.training.device import native_bf16
+from kgmm.training.device import autocast, native_bf16, resolve_bf16
 from kgmm.training.distillation import Distillation
 from kgmm.training.dropout import LaneDropout, use_lane_dropout
 from kgmm.training.evaluation import evaluate_task
@@ -44,11 +44,13 @@ __all__ = [
     "WeightAnchor",
     "adapt",
     "arguments_record",
+    "autocast",
     "embedding_attack_accuracy",
     "evaluate_task",
     "finish_run",
     "latest_checkpoint",
     "native_bf16",
+    "resolve_bf16",
     "run_environment",
     "write_results",
     "trainer_from_config",

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from kgmm.data import longest_first
 from kgmm.errors import ConfigError, DataError
 from kgmm.heads import HeadOutput
 from kgmm.metrics import accuracy, auc, bleu, f1_at_threshold, macro_f1, multilabel_f1
@@ -31,7 +32,9 @@ def evaluate_task(
     bf16: bool | str = False,
 ) -> dict[str, float]:
     """``{"task/loss": ..., "task/<metric>": ...}`` over ``samples`` (model in eval mode),
-    under bf16 autocast when ``bf16`` (``"auto"``: where the device has bf16 hardware)."""
+    under bf16 autocast when ``bf16`` (``"auto"``: where the device has bf16 hardware).
+    Batches are cut from the samples sorted by text length, longest first; every metric
+    here is a sum or a set statistic over samples, so the order does not change it."""
     if task not in model.heads:
         raise ConfigError(f"unknown task {task!r}; this model has heads {sorted(model.heads)}")
     if len(samples) == 0:
@@ -46,8 +49,9 @@ def evaluate_task(
     loss_sum = 0.0
     try:
         with torch.no_grad(), autocast(device, bf16):
-            for start in range(0, len(samples), batch_size):
-                chunk = list(samples[start : start + batch_size])
+            order = longest_first(samples)  # batches of like length pad less
+            for start in range(0, len(order), batch_size):
+                chunk = [samples[index] for index in order[start : start + batch_size]]
                 batch = move_to(collate(chunk), device)
                 output = model(task=task, **batch)
                 loss_sum += float(output.loss) * len(chunk)

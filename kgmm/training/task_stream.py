@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from kgmm.data import text_lengths
 from kgmm.errors import DataError
 from kgmm.training.batch_sampler import EpochBatchSampler
 
@@ -90,13 +91,3 @@ class TaskStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
         self._iterator = None
-
-
-def text_lengths(dataset: Sequence[dict]) -> list[int]:
-    """Characters of each sample's ``text`` (both parts of a pair); 0 without text."""
-    lengths = []
-    for index in range(len(dataset)):
-        text = dataset[index].get("text")
-        pieces = [text] if isinstance(text, str) else list(text or ())
-        lengths.append(sum(len(str(piece)) for piece in pieces))
-    return lengths
