@@ -128,13 +128,34 @@ def test_pubmedqa_missing_folder(tmp_path):
         load_pubmedqa(tmp_path / "absent")
 
 
-@pytest.mark.data  # about 4 min at one thread on a CPU without bf16 matmul hardware
-def test_quick_run_beats_the_majority_macro_f1(tmp_path):
-    data = shared_dataset("pubmedqa_pqal")
+def load_example():
     spec = importlib.util.spec_from_file_location("medical_qa", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    results = example.main(
+    return example
+
+
+def test_one_epoch_run_trains_selects_and_tests(tmp_path):
+    """The whole example in about a minute: one epoch on (question, context), the dev
+    selection, the reloaded best model on the test slice (quality: the next test)."""
+    data = shared_dataset("pubmedqa_pqal")
+    results = load_example().main(
+        ["--quick", "--epochs", "1", "--conclusion-epochs", "0", "--data-dir", str(data)]
+        + ["--kg-dir", str(data.parent), "--out", str(tmp_path)]
+    )
+    (run,) = results["runs"]
+    assert results["test_questions"] == 64
+    assert run["best_epoch"] == 1 and len(run["history"]) == 1
+    assert run["conclusion_phase"] == []
+    low, high = run["test_accuracy_ci95"]
+    assert low <= run["test_accuracy"] <= high and 0 <= run["test_macro_f1"] <= 1
+    assert (tmp_path / "knowledge-on" / "context" / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.data  # about 4 min at one thread on a CPU without bf16 matmul hardware
+def test_quick_run_beats_the_majority_macro_f1(tmp_path):
+    data = shared_dataset("pubmedqa_pqal")
+    results = load_example().main(
         ["--quick", "--data-dir", str(data), "--kg-dir", str(data.parent), "--out", str(tmp_path)]
     )
     run = results["runs"][0]

@@ -110,6 +110,26 @@ def test_missing_data_folder_is_a_data_error(tmp_path):
         load_example().main(["--quick", "--data-dir", str(tmp_path / "nope")])
 
 
+def test_two_step_run_trains_saves_decodes_and_scores_every_test_split(tmp_path):
+    """The whole example in about a minute: train, keep the best checkpoint, reload it,
+    decode the test split and score it (quality is the next test's, under ``-m data``)."""
+    data = shared_dataset("multi30k")
+    shared_dataset("lexicon_en_de")
+    out = tmp_path / "run"
+    summary = load_example().main(
+        ["--quick", "--stop-after-steps", "2", "--beam-size", "1"]
+        + ["--data-dir", str(data), "--out", str(out)]
+    )
+    (run,) = summary["runs"]
+    assert run["steps"] == 2 and run["knowledge"] == "on"
+    scores = run["tests"]["test_2016_flickr"]
+    assert "tok:13a" in scores["sacrebleu_signature"] and 0 <= scores["chrf"] <= 100
+    outputs = (out / "knowledge-on" / "test_2016_flickr.de.txt").read_text().split("\n")
+    assert len(outputs) == summary["test_pairs"]["test_2016_flickr"] + 1  # a final newline
+    assert (out / "knowledge-on" / "best" / "model.safetensors").is_file()
+    assert json.loads((out / "results.json").read_text())["pair"] == "en-de"
+
+
 @pytest.mark.data  # about 4 min at one thread on a CPU without bf16 matmul hardware
 def test_quick_run_translates_better_than_an_empty_output(tmp_path):
     data = shared_dataset("multi30k")
