@@ -62,6 +62,7 @@ LEARNING_RATES = {
 }
 # --quick: QA questions, translation pairs, Last.FM users, test items per task, steps per task.
 QUICK_QA, QUICK_MT, QUICK_USERS, QUICK_TEST, QUICK_STEPS = 48, 300, 200, 24, 16
+DEFAULT_STEPS = 300  # optimizer steps per task
 QUICK_MAX_LENGTH = 96
 QUICK_BATCH_SIZES = {"qa": 8, "mt": 64, "rec": 256}
 
@@ -77,9 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steps-per-task",
         nargs="+",
-        default=["300"],
         metavar="N|TASK=N",
-        help="optimizer steps per task: one number for all, task=N for one (qa, mt, rec)",
+        help="optimizer steps per task: one number for all, task=N for one (qa, mt, rec); "
+        f"default {DEFAULT_STEPS} ({QUICK_STEPS} with --quick)",
     )
     parser.add_argument(
         "--runs",
@@ -93,13 +94,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256, help="text tokens")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    args.steps_per_task = step_budgets(args.steps_per_task, QUICK_STEPS if args.quick else None)
+    default = QUICK_STEPS if args.quick else DEFAULT_STEPS
+    args.steps_per_task = step_budgets(args.steps_per_task or [], default)
     return args
 
 
-def step_budgets(items: list[str], quick: int | None) -> dict[str, int]:
-    """``["300", "mt=1500"]`` -> ``{"qa": 300, "mt": 1500, "rec": 300}`` (``quick``: all)."""
-    steps = dict.fromkeys(TASKS, 300)
+def step_budgets(items: list[str], default: int = DEFAULT_STEPS) -> dict[str, int]:
+    """``["300", "mt=1500"]`` -> ``{"qa": 300, "mt": 1500, "rec": 300}``; tasks that no item
+    names get ``default``."""
+    steps = dict.fromkeys(TASKS, default)
     for item in items:
         task, _, number = item.rpartition("=")
         if task and task not in TASKS:
@@ -107,7 +110,7 @@ def step_budgets(items: list[str], quick: int | None) -> dict[str, int]:
         if not number.isdigit() or int(number) < 1:
             raise kgmm.ConfigError(f"--steps-per-task: {item!r} is not N or TASK=N with N >= 1")
         steps.update({task: int(number)} if task else dict.fromkeys(TASKS, int(number)))
-    return dict.fromkeys(TASKS, quick) if quick else steps
+    return steps
 
 
 def folder(args: argparse.Namespace, name: str) -> Path:
