@@ -4,9 +4,10 @@ can int8 or bf16 speed up inference?
 Times ``torch.matmul`` in both float precisions, on a square ``--size`` matmul, on the
 matmuls of one MiniLM layer's linears in a training step over ``--tokens`` rows (forward,
 input gradient and weight gradient) and on the same linears' forward alone (inference).
-On a CPU the inference workload is also timed as dynamic int8 linears (what
-``benchmarks/inference.py``'s ``int8 dynamic`` variant runs, activation quantisation
-included). Prints the bf16/fp32 and int8/fp32 ratios beside what
+On a CPU the inference workload is also timed as ``nn.Linear`` layers, in fp32 and as
+dynamic int8 linears (what ``benchmarks/inference.py``'s ``int8 dynamic`` variant runs,
+activation quantisation included): int8/fp32 compares the two alike, bias and module calls
+included. Prints the bf16/fp32 and int8/fp32 ratios beside what
 ``kgmm.training.native_bf16`` says of the device (AMX or AVX-512 BF16 on a CPU, a bf16
 GPU), which is what ``TrainingArguments(bf16="auto")`` follows.
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 from banking77_setup import write_results
-from speed_measures import encoder_layer_shapes, int8_linear_rate, matmul_rate
+from speed_measures import encoder_layer_shapes, linear_rate, matmul_rate
 
 from kgmm.metrics import format_table
 from kgmm.training import native_bf16
@@ -59,10 +60,13 @@ def main(argv: list[str] | None = None) -> dict:
             "bf16_over_fp32": rates["bf16"] / rates["fp32"],
         }
         if workload == inference and device.type == "cpu":  # int8 kernels are CPU-only
-            int8 = int8_linear_rate(shapes, options.seconds)
-            row.update(int8_gops=int8 / 1e9, int8_over_fp32=int8 / rates["fp32"])
+            fp32 = linear_rate(shapes, seconds=options.seconds)
+            int8 = linear_rate(shapes, int8=True, seconds=options.seconds)
+            row.update(
+                fp32_linear_gflops=fp32 / 1e9, int8_gops=int8 / 1e9, int8_over_fp32=int8 / fp32
+            )
         rows.append(row)
-    columns = [*rows[0], "int8_gops", "int8_over_fp32"]
+    columns = [*rows[0], "fp32_linear_gflops", "int8_gops", "int8_over_fp32"]
     native = native_bf16(device)
     print(format_table(rows, columns, float_format=".3f"))
     print(

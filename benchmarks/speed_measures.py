@@ -4,7 +4,7 @@
   utilisation is a ratio of), on the same device, dtype and thread count as the run;
   ``matmul_rate`` the same for any list of shapes, e.g. ``encoder_layer_shapes``: the rate
   a model's own matmuls can reach, so a low MFU can be told from small matmuls;
-  ``int8_linear_rate`` the same for dynamic int8 linears (``int8_dynamic``);
+  ``linear_rate`` the same for ``nn.Linear`` layers, in fp32 or dynamic int8 (``int8_dynamic``);
 * ``counted_flops``: the FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts while a
   function runs (matmuls, convolutions and attention; elementwise work is not counted);
 * ``synchronize``: wait for queued GPU work, so wall clocks measure finished work.
@@ -79,11 +79,15 @@ def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def int8_linear_rate(shapes: list[tuple[int, int, int]], seconds: float = 1.0) -> float:
-    """Multiply-accumulate rate (counted as 2 ops each, like FLOP/s) of back-to-back dynamic
-    int8 linears ``[m, k] -> [m, n]`` of ``shapes`` on the CPU, activation quantisation
-    included: what ``int8_dynamic`` makes of a model's linears."""
-    linears = int8_dynamic(torch.nn.ModuleList(torch.nn.Linear(k, n) for _, k, n in shapes))
+def linear_rate(
+    shapes: list[tuple[int, int, int]], int8: bool = False, seconds: float = 1.0
+) -> float:
+    """Multiply-accumulate rate (2 ops each, like FLOP/s) of back-to-back ``nn.Linear``
+    layers ``[m, k] -> [m, n]`` of ``shapes`` on the CPU, bias and module calls included;
+    with ``int8``, those layers after ``int8_dynamic`` (activation quantisation included)."""
+    linears = torch.nn.ModuleList(torch.nn.Linear(k, n) for _, k, n in shapes)
+    if int8:
+        linears = int8_dynamic(linears)
     inputs = [torch.randn(m, k) for m, k, _ in shapes]
 
     def one_pass() -> None:
@@ -91,9 +95,8 @@ def int8_linear_rate(shapes: list[tuple[int, int, int]], seconds: float = 1.0) -
             for linear, x in zip(linears, inputs):
                 linear(x)
 
-    return best_rate(
-        one_pass, sum(2 * m * k * n for m, k, n in shapes), torch.device("cpu"), seconds
-    )
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    return best_rate(one_pass, flops, torch.device("cpu"), seconds)
 
 
 def matmul_peak(

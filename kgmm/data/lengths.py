@@ -16,8 +16,8 @@ def text_lengths(dataset: Sequence[dict]) -> list[int]:
 
 
 def longest_first(dataset: Sequence[dict]) -> list[int]:
-    """Indices of ``dataset`` by text length, longest first (ties keep their order): batches
-    cut from this order pad each sample to a length near its own, so inference does less
-    work; samples without text keep their order."""
+    """Indices of ``dataset`` by text length, longest first (ties keep their order, so
+    samples without text come last in theirs): batches cut from this order pad each sample
+    to a length near its own, so inference does less work."""
     lengths = text_lengths(dataset)
     return sorted(range(len(lengths)), key=lambda index: -lengths[index])

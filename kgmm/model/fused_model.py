@@ -217,13 +217,13 @@ class FusedModel(nn.Module):
         else:
             self.entity_table = table
 
-    @torch.no_grad()
     def predict(self, samples: list[dict], task: str, batch_size: int = 32) -> list[Any]:
         """Raw sample dicts in (texts, image paths or PIL images, audio paths or waveforms),
         Python results out (labels, answers, sentences, items), in the order of ``samples``.
 
         Batches are cut from the samples sorted by text length, longest first, so each pads
-        to a length near its samples' own (``benchmarks/inference.py`` measures the gain)."""
+        to a length near its samples' own (``benchmarks/inference.py`` measures the gain),
+        and run under ``torch.inference_mode``."""
         head = self._head(task)
         collate = self.collator(task, targets=False)
         was_training = self.training
@@ -237,7 +237,7 @@ class FusedModel(nn.Module):
                 batch = move_to(collate([samples[index] for index in indices]), device)
                 with torch.inference_mode():
                     output = self(task=task, **batch)
-                for index, result in zip(indices, head.decode(_head_output(output))):
+                for index, result in zip(indices, head.decode(_head_output(output)), strict=True):
                     results[index] = result
         finally:
             self.train(was_training)

@@ -33,8 +33,10 @@ def evaluate_task(
 ) -> dict[str, float]:
     """``{"task/loss": ..., "task/<metric>": ...}`` over ``samples`` (model in eval mode),
     under bf16 autocast when ``bf16`` (``"auto"``: where the device has bf16 hardware).
-    Batches are cut from the samples sorted by text length, longest first; every metric
-    here is a sum or a set statistic over samples, so the order does not change it."""
+    Batches are cut from the samples sorted by text length, longest first. The metrics are
+    sums or set statistics over samples, so the order does not change them; the loss is
+    each batch's mean weighted by its sample count, and a head whose loss is a mean over
+    tokens (translation) gives a loss that depends on which samples share a batch."""
     if task not in model.heads:
         raise ConfigError(f"unknown task {task!r}; this model has heads {sorted(model.heads)}")
     if len(samples) == 0:
