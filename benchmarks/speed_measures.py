@@ -25,6 +25,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def matmul_flops(shapes: list[tuple[int, int, int]]) -> int:
+    """FLOPs of the matmuls ``[m, k] @ [k, n]`` of ``shapes``: a multiply and an add each."""
+    return sum(2 * m * k * n for m, k, n in shapes)
+
+
 def best_rate(
     one_pass: Callable[[], None], flops: int, device: torch.device, seconds: float = 1.0
 ) -> float:
@@ -64,7 +69,7 @@ def matmul_rate(
         for a, b in pairs:
             torch.matmul(a, b)
 
-    return best_rate(one_pass, sum(2 * m * k * n for m, k, n in shapes), device, seconds)
+    return best_rate(one_pass, matmul_flops(shapes), device, seconds)
 
 
 def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
@@ -95,8 +100,7 @@ def linear_rate(
             for linear, x in zip(linears, inputs):
                 linear(x)
 
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    return best_rate(one_pass, flops, torch.device("cpu"), seconds)
+    return best_rate(one_pass, matmul_flops(shapes), torch.device("cpu"), seconds)
 
 
 def matmul_peak(

@@ -49,9 +49,9 @@ def evaluate_task(
     was_training = model.training
     model.eval()
     loss_sum = 0.0
+    order = longest_first(samples)  # batches of like length pad less
     try:
         with torch.no_grad(), autocast(device, bf16):
-            order = longest_first(samples)  # batches of like length pad less
             for start in range(0, len(order), batch_size):
                 chunk = [samples[index] for index in order[start : start + batch_size]]
                 batch = move_to(collate(chunk), device)
