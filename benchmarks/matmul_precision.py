@@ -7,9 +7,11 @@ input gradient and weight gradient) and on the same linears' forward alone (infe
 On a CPU the inference workload is also timed as ``nn.Linear`` layers, in fp32 and as
 dynamic int8 linears (what ``benchmarks/inference.py``'s ``int8 dynamic`` variant runs,
 activation quantisation included): int8/fp32 compares the two alike, bias and module calls
-included. Prints the bf16/fp32 and int8/fp32 ratios beside what
-``kgmm.training.native_bf16`` says of the device (AMX or AVX-512 BF16 on a CPU, a bf16
-GPU), which is what ``TrainingArguments(bf16="auto")`` follows.
+included; ``int8_static`` feeds int8 linears inputs quantised ahead of time, the int8
+kernel's own rate and so the ceiling of any int8 scheme here. Prints the bf16/fp32 and
+int8/fp32 ratios beside what ``kgmm.precision.native_bf16`` says of the device (AMX or
+AVX-512 BF16 on a CPU, a bf16 GPU), which is what ``TrainingArguments(bf16="auto")``
+follows.
 
     python benchmarks/matmul_precision.py --threads 1
     python benchmarks/matmul_precision.py --device cuda
@@ -26,10 +28,17 @@ from banking77_setup import write_results
 from speed_measures import encoder_layer_shapes, linear_rate, matmul_rate
 
 from kgmm.metrics import format_table
-from kgmm.training import native_bf16
+from kgmm.precision import native_bf16
 
 MINILM_HIDDEN, MINILM_INTERMEDIATE = 384, 1536
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+INT8_COLUMNS = (
+    "fp32_linear_gflops",
+    "int8_gops",
+    "int8_over_fp32",
+    "int8_static_gops",
+    "int8_static_over_fp32",
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,12 +70,17 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if workload == inference and device.type == "cpu":  # int8 kernels are CPU-only
             fp32 = linear_rate(shapes, seconds=options.seconds)
-            int8 = linear_rate(shapes, int8=True, seconds=options.seconds)
+            int8 = linear_rate(shapes, int8="dynamic", seconds=options.seconds)
+            static = linear_rate(shapes, int8="static", seconds=options.seconds)
             row.update(
-                fp32_linear_gflops=fp32 / 1e9, int8_gops=int8 / 1e9, int8_over_fp32=int8 / fp32
+                fp32_linear_gflops=fp32 / 1e9,
+                int8_gops=int8 / 1e9,
+                int8_over_fp32=int8 / fp32,
+                int8_static_gops=static / 1e9,
+                int8_static_over_fp32=static / fp32,
             )
         rows.append(row)
-    columns = [*rows[0], "fp32_linear_gflops", "int8_gops", "int8_over_fp32"]
+    columns = [*rows[0], *INT8_COLUMNS]
     native = native_bf16(device)
     print(format_table(rows, columns, float_format=".3f"))
     print(

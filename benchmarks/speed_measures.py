@@ -4,7 +4,8 @@
   utilisation is a ratio of), on the same device, dtype and thread count as the run;
   ``matmul_rate`` the same for any list of shapes, e.g. ``encoder_layer_shapes``: the rate
   a model's own matmuls can reach, so a low MFU can be told from small matmuls;
-  ``linear_rate`` the same for ``nn.Linear`` layers, in fp32 or dynamic int8 (``int8_dynamic``);
+  ``linear_rate`` the same for ``nn.Linear`` layers, in fp32 or int8 (dynamic, as
+  ``kgmm.model.int8_dynamic`` runs, or static: the int8 kernel alone);
 * ``counted_flops``: the FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts while a
   function runs (matmuls, convolutions and attention; elementwise work is not counted);
 * ``synchronize``: wait for queued GPU work, so wall clocks measure finished work.
@@ -18,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from kgmm.model import int8_dynamic
 
 
 def synchronize(device: torch.device) -> None:
@@ -72,28 +75,24 @@ def matmul_rate(
     return best_rate(one_pass, matmul_flops(shapes), device, seconds)
 
 
-def int8_dynamic(model: torch.nn.Module) -> torch.nn.Module:
-    """Every ``nn.Linear`` of ``model`` with int8 weights and activations quantised per call
-    (``torch.ao.quantization.quantize_dynamic``, CPU only). ``torch.ao.quantization`` is
-    deprecated in favour of torchao but ships with torch 2.14; torchao is not a dependency."""
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
 def linear_rate(
-    shapes: list[tuple[int, int, int]], int8: bool = False, seconds: float = 1.0
+    shapes: list[tuple[int, int, int]], int8: str | None = None, seconds: float = 1.0
 ) -> float:
     """Multiply-accumulate rate (2 ops each, like FLOP/s) of back-to-back ``nn.Linear``
-    layers ``[m, k] -> [m, n]`` of ``shapes`` on the CPU, bias and module calls included;
-    with ``int8``, those layers after ``int8_dynamic`` (activation quantisation included)."""
+    layers ``[m, k] -> [m, n]`` of ``shapes`` on the CPU, bias and module calls included.
+
+    ``int8="dynamic"``: those layers after ``kgmm.model.int8_dynamic`` (activations quantised
+    in each call, as a quantised model runs); ``int8="static"``: int8 linears fed inputs
+    quantised ahead of time (``torch.ao.nn.quantized.Linear``), the int8 kernel's own rate,
+    the most any int8 scheme's linears can reach here."""
     linears = torch.nn.ModuleList(torch.nn.Linear(k, n) for _, k, n in shapes)
-    if int8:
-        linears = int8_dynamic(linears)
     inputs = [torch.randn(m, k) for m, k, _ in shapes]
+    if int8 == "dynamic":
+        linears = int8_dynamic(linears)
+    elif int8 == "static":
+        linears, inputs = _static_int8(linears, inputs)
+    elif int8 is not None:
+        raise ValueError(f"int8 must be None, 'dynamic' or 'static', got {int8!r}")
 
     def one_pass() -> None:
         with torch.inference_mode():
@@ -101,6 +100,30 @@ def linear_rate(
                 linear(x)
 
     return best_rate(one_pass, matmul_flops(shapes), torch.device("cpu"), seconds)
+
+
+def _static_int8(
+    linears: torch.nn.ModuleList, inputs: list[torch.Tensor]
+) -> tuple[list[torch.nn.Module], list[torch.Tensor]]:
+    """Int8 copies of ``linears`` (per-tensor weight scales) and ``inputs`` quantised to
+    uint8 once, with scales from their ranges: timing then leaves quantisation out."""
+    from torch.ao.nn.quantized import Linear as QuantizedLinear
+
+    quantised, quantised_inputs = [], []
+    with warnings.catch_warnings():  # quantised tensors are deprecated but ship with 2.14
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for linear, x in zip(linears, inputs):
+            layer = QuantizedLinear(linear.in_features, linear.out_features)
+            weight_scale = float(linear.weight.abs().max()) / 127
+            weight = torch.quantize_per_tensor(linear.weight.detach(), weight_scale, 0, torch.qint8)
+            layer.set_weight_bias(weight, linear.bias.detach())
+            layer.scale, layer.zero_point = float(x.abs().max()) / 64, 128
+            quantised.append(layer)
+            scale = float(x.max() - x.min()) / 255
+            zero_point = int(round(-float(x.min()) / scale))
+            quantised_inputs.append(torch.quantize_per_tensor(x, scale, zero_point, torch.quint8))
+    return quantised, quantised_inputs
 
 
 def matmul_peak(

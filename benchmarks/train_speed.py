@@ -93,10 +93,11 @@ from kgmm.data import text_lengths
 from kgmm.data.intents import few_shot, load_intent_csv
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import format_table
+from kgmm.precision import autocast
 from kgmm.resources import default_text_model_path
 from kgmm.training import TrainerCallback, native_bf16
 from kgmm.training.batch_sampler import EpochBatchSampler
-from kgmm.training.device import autocast, move_to
+from kgmm.training.device import move_to
 
 PEERS = ("peer1_tutorial", "peer2_hf_trainer")
 CONTENDERS = (*PEERS, "kgmm_text", "kgmm_kg")

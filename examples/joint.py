@@ -42,7 +42,7 @@ from kgmm.data.pubmedqa import load_pubmedqa
 from kgmm.fusion import FusionConfig
 from kgmm.heads import train_target_tokenizer
 from kgmm.metrics import format_table, tokenized_bleu
-from kgmm.training import autocast, evaluate_task, finish_run, resolve_bf16, write_results
+from kgmm.training import evaluate_task, finish_run, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -268,9 +268,7 @@ def train_and_test(
         metrics.update(evaluate_task(model, task, test[task], batch_size=128, bf16="auto"))
         metrics.pop(f"{task}/loss")
     if "mt" in tasks:
-        device = next(model.parameters()).device
-        with autocast(device, resolve_bf16("auto", device)):  # bf16 on bf16 hardware
-            outputs = model.predict(test["mt"], "mt", batch_size=128)
+        outputs = model.predict(test["mt"], "mt", batch_size=128)  # bf16 on bf16 hardware
         references = [s["target"] for s in test["mt"]]
         metrics["mt/tokenized_bleu"] = tokenized_bleu(outputs, references).score
     return {

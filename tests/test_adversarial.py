@@ -134,6 +134,9 @@ def test_attack_lowers_accuracy_of_a_trained_model(tmp_path):
     assert fgsm["accuracy"] == clean["accuracy"]
     assert fgsm["attacked_accuracy"] < clean["accuracy"]
     assert pgd["attacked_accuracy"] < clean["accuracy"]
+    # each example is attacked on its own: batches of one give the same accuracies
+    one = embedding_attack_accuracy(model, evaluation["intent"], "intent", 2.0, batch_size=1)
+    assert one == fgsm
     model.train()
     embedding_attack_accuracy(model, evaluation["intent"], "intent", epsilon=1.0)
     assert model.training

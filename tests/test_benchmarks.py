@@ -238,9 +238,10 @@ def test_matmul_precision_quick_rates_every_precision_and_names_the_choice(tmp_p
         assert row["bf16_over_fp32"] == pytest.approx(row["bf16_gflops"] / row["fp32_gflops"])
     *training, inference = result["rows"]
     assert all("int8_gops" not in row for row in training)  # dynamic int8 is for inference
-    assert inference["int8_over_fp32"] == pytest.approx(
-        inference["int8_gops"] / inference["fp32_linear_gflops"]
-    )
+    for int8 in ("int8", "int8_static"):
+        assert inference[f"{int8}_over_fp32"] == pytest.approx(
+            inference[f"{int8}_gops"] / inference["fp32_linear_gflops"]
+        )
     assert result["native_bf16"] is native_bf16(torch.device("cpu"))
 
 

@@ -399,9 +399,7 @@ def test_bf16_auto_follows_the_hardware_and_forced_bf16_warns_without_it(
     if native:
         assert Trainer(model, train, args=arguments(tmp_path, bf16=True)).bf16 is True
     else:
-        with pytest.warns(
-            UserWarning, match=r"no bf16 matmul hardware.*bf16='auto' trains in fp32"
-        ):
+        with pytest.warns(UserWarning, match=r"no bf16 matmul hardware.*bf16='auto' runs in fp32"):
             assert Trainer(model, train, args=arguments(tmp_path, bf16=True)).bf16 is True
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kgmm.cli import demo_command, graph_commands, train_command
+from kgmm.cli import demo_command, graph_commands, predict_command, train_command
 from kgmm.errors import KGMMError
 
 EXIT_BAD_INPUT = 2
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph_commands.register(commands)
     demo_command.register(commands)
     train_command.register(commands)
+    predict_command.register(commands)
     return parser
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from kgmm.cli.inference_model import add_inference_arguments, load_for_inference
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a model from a YAML run config")
@@ -15,12 +17,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(run=run_train)
 
     evaluate = commands.add_parser("evaluate", help="print a checkpoint's metrics on a manifest")
-    evaluate.add_argument("checkpoint", help="folder written by save_pretrained or a checkpoint")
+    add_inference_arguments(evaluate)
     evaluate.add_argument("--data", required=True, help="JSONL manifest of samples with targets")
-    evaluate.add_argument("--task", required=True, help="the head to evaluate")
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    evaluate.add_argument(
+        "--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16"
+    )
     evaluate.set_defaults(run=run_evaluate)
 
 
@@ -46,14 +47,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from kgmm.data import read_manifest
-    from kgmm.model import FusedModel
     from kgmm.training import evaluate_task
-    from kgmm.training.device import resolve_device
 
-    model = FusedModel.from_pretrained(args.checkpoint)
-    device = resolve_device(args.device)
-    model.to(device)
     samples = read_manifest(args.data)
-    metrics = evaluate_task(model, args.task, samples, args.batch_size, device, args.bf16)
+    model, bf16, device = load_for_inference(args)
+    metrics = evaluate_task(model, args.task, samples, args.batch_size, device, bf16)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -22,6 +22,8 @@ from kgmm.model.adapter_config import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 from kgmm.model.builders import build_encoder, build_head
 from kgmm.model.config import FusedConfig
 from kgmm.model.output import ModelOutput
+from kgmm.model.quantization import resolve_model_bf16
+from kgmm.precision import autocast
 
 if TYPE_CHECKING:
     from kgmm.model.adapters import Adapter
@@ -217,17 +219,22 @@ class FusedModel(nn.Module):
         else:
             self.entity_table = table
 
-    def predict(self, samples: list[dict], task: str, batch_size: int = 32) -> list[Any]:
+    def predict(
+        self, samples: list[dict], task: str, batch_size: int = 32, bf16: bool | str = "auto"
+    ) -> list[Any]:
         """Raw sample dicts in (texts, image paths or PIL images, audio paths or waveforms),
         Python results out (labels, answers, sentences, items), in the order of ``samples``.
 
         Batches are cut from the samples sorted by text length, longest first, so each pads
         to a length near its samples' own (``benchmarks/inference.py`` measures the gain),
-        and run under ``torch.inference_mode``."""
+        and run under ``torch.inference_mode`` and, when ``bf16`` (``"auto"``: where the
+        device multiplies bf16 in hardware, :func:`kgmm.precision.native_bf16`), bf16
+        autocast (a model quantised by :func:`kgmm.model.int8_dynamic` runs in fp32)."""
         head = self._head(task)
         collate = self.collator(task, targets=False)
         was_training = self.training
         device = next(self.parameters()).device
+        bf16 = resolve_model_bf16(self, bf16, device)
         self.eval()
         order = longest_first(samples)
         results: list[Any] = [None] * len(samples)
@@ -235,7 +242,7 @@ class FusedModel(nn.Module):
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = move_to(collate([samples[index] for index in indices]), device)
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast(device, bf16):
                     output = self(task=task, **batch)
                 for index, result in zip(indices, head.decode(_head_output(output)), strict=True):
                     results[index] = result

@@ -1,12 +1,12 @@
 """Multi-task training: ``Trainer``, ``TrainingArguments``, callbacks, checkpoints."""
 
+from kgmm.precision import autocast, native_bf16, resolve_bf16
 from kgmm.training.adapter_budget import AdaLoraBudget
 from kgmm.training.adversarial import AdversarialTraining, embedding_attack_accuracy
 from kgmm.training.arguments import TrainingArguments
 from kgmm.training.augmentation import Augmentation
 from kgmm.training.callbacks import TrainerCallback
 from kgmm.training.checkpoint import latest_checkpoint
-from kgmm.training.device import autocast, native_bf16, resolve_bf16
 from kgmm.training.distillation import Distillation
 from kgmm.training.dropout import LaneDropout, use_lane_dropout
 from kgmm.training.evaluation import evaluate_task

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from kgmm.data import longest_first
 from kgmm.errors import ConfigError
 from kgmm.metrics import accuracy
 from kgmm.model import FusedModel
@@ -218,7 +219,9 @@ def embedding_attack_accuracy(
     """``{"accuracy", "attacked_accuracy"}`` of a classification or QA head on ``samples``,
     clean and under an L2 attack of norm ``epsilon`` per example on the word embeddings:
     FGSM-style one step when ``steps == 1``, else PGD with step ``alpha`` (default
-    ``2.5 * epsilon / steps``). Runs in eval mode, in float32, on the model's device."""
+    ``2.5 * epsilon / steps``). Runs in eval mode, in float32, on the model's device, on
+    batches cut longest text first; each example's attack is its own, so the batch size
+    does not change the result."""
     if task not in model.heads:
         raise ConfigError(f"unknown task {task!r}; this model has heads {sorted(model.heads)}")
     head = model.heads[task]
@@ -239,8 +242,10 @@ def embedding_attack_accuracy(
     model.eval()
     gold, clean, attacked = [], [], []
     try:
-        for start in range(0, len(samples), batch_size):
-            batch = move_to(collate(list(samples[start : start + batch_size])), device)
+        order = longest_first(samples)  # batches of like length pad less
+        for start in range(0, len(order), batch_size):
+            chunk = [samples[index] for index in order[start : start + batch_size]]
+            batch = move_to(collate(chunk), device)
             gold.append(batch[target].cpu())
             perturbation.delta, perturbation.start = None, True
             with torch.enable_grad():

@@ -19,8 +19,9 @@ from kgmm.data import longest_first
 from kgmm.errors import ConfigError, DataError
 from kgmm.heads import HeadOutput
 from kgmm.metrics import accuracy, auc, bleu, f1_at_threshold, macro_f1, multilabel_f1
-from kgmm.model import FusedModel, ModelOutput
-from kgmm.training.device import autocast, move_to, resolve_bf16
+from kgmm.model import FusedModel, ModelOutput, resolve_model_bf16
+from kgmm.precision import autocast
+from kgmm.training.device import move_to
 
 
 def evaluate_task(
@@ -32,7 +33,8 @@ def evaluate_task(
     bf16: bool | str = False,
 ) -> dict[str, float]:
     """``{"task/loss": ..., "task/<metric>": ...}`` over ``samples`` (model in eval mode),
-    under bf16 autocast when ``bf16`` (``"auto"``: where the device has bf16 hardware).
+    under bf16 autocast when ``bf16`` (``"auto"``: where the device has bf16 hardware; an
+    int8 model from :func:`kgmm.model.int8_dynamic` runs in fp32).
     Batches are cut from the samples sorted by text length, longest first. The metrics are
     sums or set statistics over samples, so the order does not change them; the loss is
     each batch's mean weighted by its sample count, and a head whose loss is a mean over
@@ -42,7 +44,7 @@ def evaluate_task(
     if len(samples) == 0:
         raise DataError(f"no samples to evaluate task {task!r} on")
     device = device or next(model.parameters()).device
-    bf16 = resolve_bf16(bf16, device)
+    bf16 = resolve_model_bf16(model, bf16, device)
     head = model.heads[task]
     scorer = _SCORERS[head.task_type](head)
     collate = model.collator(task)
