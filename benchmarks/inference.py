@@ -46,9 +46,9 @@ from train_speed import kgmm_model, load_data
 
 import kgmm
 from kgmm.data import longest_first
+from kgmm.data.batch import move_to
 from kgmm.metrics import format_table
 from kgmm.model import int8_dynamic
-from kgmm.training.device import move_to
 
 THROUGHPUT_BATCH = 64
 INPUT_ORDER = "fp32 input order"

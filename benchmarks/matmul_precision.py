@@ -7,9 +7,9 @@ input gradient and weight gradient) and on the same linears' forward alone (infe
 On a CPU the inference workload is also timed as ``nn.Linear`` layers, in fp32 and as
 dynamic int8 linears (what ``benchmarks/inference.py``'s ``int8 dynamic`` variant runs,
 activation quantisation included): int8/fp32 compares the two alike, bias and module calls
-included; ``int8_static`` feeds int8 linears inputs quantised ahead of time, the int8
-kernel's own rate and so the ceiling of any int8 scheme here. Prints the bf16/fp32 and
-int8/fp32 ratios beside what ``kgmm.precision.native_bf16`` says of the device (AMX or
+included; ``int8_static`` feeds int8 linears inputs quantised ahead of time, torch's int8
+kernel at its own rate, quantisation left out. Prints the bf16/fp32 and
+int8/fp32 ratios beside what ``kgmm.device.native_bf16`` says of the device (AMX or
 AVX-512 BF16 on a CPU, a bf16 GPU), which is what ``TrainingArguments(bf16="auto")``
 follows.
 
@@ -27,8 +27,8 @@ import torch
 from banking77_setup import write_results
 from speed_measures import encoder_layer_shapes, linear_rate, matmul_rate
 
+from kgmm.device import native_bf16
 from kgmm.metrics import format_table
-from kgmm.precision import native_bf16
 
 MINILM_HIDDEN, MINILM_INTERMEDIATE = 384, 1536
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}

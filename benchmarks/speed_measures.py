@@ -83,8 +83,8 @@ def linear_rate(
 
     ``int8="dynamic"``: those layers after ``kgmm.model.int8_dynamic`` (activations quantised
     in each call, as a quantised model runs); ``int8="static"``: int8 linears fed inputs
-    quantised ahead of time (``torch.ao.nn.quantized.Linear``), the int8 kernel's own rate,
-    the most any int8 scheme's linears can reach here."""
+    quantised ahead of time (``torch.ao.nn.quantized.Linear``): torch's int8 kernel at its own
+    rate, quantisation left out."""
     linears = torch.nn.ModuleList(torch.nn.Linear(k, n) for _, k, n in shapes)
     inputs = [torch.randn(m, k) for m, k, _ in shapes]
     if int8 == "dynamic":
@@ -118,6 +118,7 @@ def _static_int8(
             weight_scale = float(linear.weight.abs().max()) / 127
             weight = torch.quantize_per_tensor(linear.weight.detach(), weight_scale, 0, torch.qint8)
             layer.set_weight_bias(weight, linear.bias.detach())
+            # The output's quantisation only sets where values clip, not the time taken.
             layer.scale, layer.zero_point = float(x.abs().max()) / 64, 128
             quantised.append(layer)
             scale = float(x.max() - x.min()) / 255

@@ -90,14 +90,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import kgmm
 from kgmm.data import text_lengths
+from kgmm.data.batch import move_to
 from kgmm.data.intents import few_shot, load_intent_csv
+from kgmm.device import autocast
 from kgmm.fusion import FusionConfig
 from kgmm.metrics import format_table
-from kgmm.precision import autocast
 from kgmm.resources import default_text_model_path
 from kgmm.training import TrainerCallback, native_bf16
 from kgmm.training.batch_sampler import EpochBatchSampler
-from kgmm.training.device import move_to
 
 PEERS = ("peer1_tutorial", "peer2_hf_trainer")
 CONTENDERS = (*PEERS, "kgmm_text", "kgmm_kg")

@@ -17,11 +17,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(run=run_train)
 
     evaluate = commands.add_parser("evaluate", help="print a checkpoint's metrics on a manifest")
-    add_inference_arguments(evaluate)
-    evaluate.add_argument("--data", required=True, help="JSONL manifest of samples with targets")
-    evaluate.add_argument(
+    precision = add_inference_arguments(evaluate)
+    precision.add_argument(
         "--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16"
     )
+    evaluate.add_argument("--data", required=True, help="JSONL manifest of samples with targets")
     evaluate.set_defaults(run=run_evaluate)
 
 

@@ -266,7 +266,7 @@ class RecommendationHead(Head):
         scores = output.logits[:, 0] if output.logits.dim() == 2 else output.logits
         if self.loss_type == "bce":
             scores = torch.sigmoid(scores)
-        return scores.tolist()
+        return scores.float().tolist()  # float32 even under bf16 autocast: fewer ties
 
     @torch.no_grad()
     def cache_items(self, item_ids: Tensor, fused: FusionOutput) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from kgmm.data import Collator, longest_first
 from kgmm.data.batch import move_to
+from kgmm.device import autocast
 from kgmm.errors import CheckpointError, ConfigError, DataError
 from kgmm.fusion import KnowledgeFusion
 from kgmm.graph import KnowledgeGraph
@@ -22,8 +23,7 @@ from kgmm.model.adapter_config import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 from kgmm.model.builders import build_encoder, build_head
 from kgmm.model.config import FusedConfig
 from kgmm.model.output import ModelOutput
-from kgmm.model.quantization import resolve_model_bf16
-from kgmm.precision import autocast
+from kgmm.model.quantization import is_int8_dynamic, resolve_model_bf16
 
 if TYPE_CHECKING:
     from kgmm.model.adapters import Adapter
@@ -228,7 +228,7 @@ class FusedModel(nn.Module):
         Batches are cut from the samples sorted by text length, longest first, so each pads
         to a length near its samples' own (``benchmarks/inference.py`` measures the gain),
         and run under ``torch.inference_mode`` and, when ``bf16`` (``"auto"``: where the
-        device multiplies bf16 in hardware, :func:`kgmm.precision.native_bf16`), bf16
+        device multiplies bf16 in hardware, :func:`kgmm.device.native_bf16`), bf16
         autocast (a model quantised by :func:`kgmm.model.int8_dynamic` runs in fp32)."""
         head = self._head(task)
         collate = self.collator(task, targets=False)
@@ -298,6 +298,11 @@ class FusedModel(nn.Module):
         """Write ``config.json``, ``model.safetensors``, the text encoder's config and
         tokenizer, and the graph, so :meth:`from_pretrained` needs nothing else; with an
         adapter attached also ``adapter_config.json`` (the weights include the adapter)."""
+        if is_int8_dynamic(self):
+            raise ConfigError(
+                "an int8 model is for inference only: save the fp32 model and quantise it "
+                "after loading (kgmm.model.int8_dynamic)"
+            )
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()

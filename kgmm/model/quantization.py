@@ -7,8 +7,8 @@ import warnings
 import torch
 from torch import nn
 
+from kgmm.device import resolve_bf16
 from kgmm.errors import ConfigError
-from kgmm.precision import resolve_bf16
 
 __all__ = ["int8_dynamic", "is_int8_dynamic", "resolve_model_bf16"]
 
@@ -44,10 +44,10 @@ def is_int8_dynamic(model: nn.Module) -> bool:
 
 
 def resolve_model_bf16(model: nn.Module, choice: bool | str, device: torch.device) -> bool:
-    """:func:`kgmm.precision.resolve_bf16` for running ``model``: an int8 model's quantised
+    """:func:`kgmm.device.resolve_bf16` for running ``model``: an int8 model's quantised
     linears take fp32 activations only, so for it ``"auto"`` is fp32 and ``True`` an error."""
     if not is_int8_dynamic(model):
-        return resolve_bf16(choice, device)
+        return resolve_bf16(choice, device, stacklevel=4)  # the warning names the caller
     if choice is True:
         raise ConfigError("an int8 model runs with fp32 activations: use bf16=False or 'auto'")
     return False

@@ -1,6 +1,6 @@
 """Multi-task training: ``Trainer``, ``TrainingArguments``, callbacks, checkpoints."""
 
-from kgmm.precision import autocast, native_bf16, resolve_bf16
+from kgmm.device import autocast, native_bf16, resolve_bf16
 from kgmm.training.adapter_budget import AdaLoraBudget
 from kgmm.training.adversarial import AdversarialTraining, embedding_attack_accuracy
 from kgmm.training.arguments import TrainingArguments

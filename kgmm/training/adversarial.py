@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from kgmm.data import longest_first
+from kgmm.data.batch import move_to
 from kgmm.errors import ConfigError
 from kgmm.metrics import accuracy
 from kgmm.model import FusedModel
 from kgmm.training.callbacks import TrainerCallback
-from kgmm.training.device import move_to
 
 if TYPE_CHECKING:
     from kgmm.training.trainer import Trainer

@@ -48,7 +48,7 @@ class TrainingArguments:
     ``greater_is_better`` defaults to False for losses and True otherwise.
 
     Speed: ``bf16`` trains under bf16 autocast: ``True``, ``False``, or ``"auto"``, bf16
-    where the device multiplies bf16 in hardware (:func:`kgmm.precision.native_bf16`: a bf16
+    where the device multiplies bf16 in hardware (:func:`kgmm.device.native_bf16`: a bf16
     GPU, or a CPU with AMX or AVX-512 BF16) and fp32 elsewhere, where bf16 matmuls are
     emulated (at 2-5% of fp32's speed on an AVX2 EPYC); ``compile`` runs
     :meth:`kgmm.FusedModel.compile_encoders` before the first step (fuses the encoders'

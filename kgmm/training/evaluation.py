@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from kgmm.data import longest_first
+from kgmm.data.batch import move_to
+from kgmm.device import autocast
 from kgmm.errors import ConfigError, DataError
 from kgmm.heads import HeadOutput
 from kgmm.metrics import accuracy, auc, bleu, f1_at_threshold, macro_f1, multilabel_f1
 from kgmm.model import FusedModel, ModelOutput, resolve_model_bf16
-from kgmm.precision import autocast
-from kgmm.training.device import move_to
 
 
 def evaluate_task(
@@ -30,7 +30,7 @@ def evaluate_task(
     samples: Sequence[dict],
     batch_size: int = 32,
     device: torch.device | None = None,
-    bf16: bool | str = False,
+    bf16: bool | str = "auto",
 ) -> dict[str, float]:
     """``{"task/loss": ..., "task/<metric>": ...}`` over ``samples`` (model in eval mode),
     under bf16 autocast when ``bf16`` (``"auto"``: where the device has bf16 hardware; an

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from kgmm.precision import native_bf16
+from kgmm.device import native_bf16
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kgmm.data.batch import move_to
+from kgmm.device import autocast, resolve_bf16, resolve_device
 from kgmm.errors import CheckpointError, ConfigError, DataError
 from kgmm.model import FusedModel
-from kgmm.precision import autocast, resolve_bf16
 from kgmm.training.adapter_budget import adapter_callbacks
 from kgmm.training.arguments import TrainingArguments
 from kgmm.training.best_metric import BestMetricTracker
@@ -38,7 +39,6 @@ from kgmm.training.checkpoint import (
     save_state,
     staging_dir,
 )
-from kgmm.training.device import move_to, resolve_device
 from kgmm.training.distributed import DistributedContext
 from kgmm.training.dropout import use_lane_dropout
 from kgmm.training.evaluation import evaluate_task

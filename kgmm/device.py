@@ -1,7 +1,7 @@
-"""Numeric precision for running a model: bf16 autocast where the hardware has it.
+"""The device a model runs on and its precision: bf16 autocast where the hardware has it.
 
-Torch only, so every room may import it (like :mod:`kgmm.errors`): the model's ``predict``
-and the Trainer choose precision the same way."""
+Torch only, so every room may import it (like :mod:`kgmm.errors`): the model's ``predict``,
+the Trainer and the ``kgmm`` command choose device and precision the same way."""
 
 from __future__ import annotations
 
@@ -10,7 +10,23 @@ from contextlib import AbstractContextManager
 
 import torch
 
-__all__ = ["autocast", "native_bf16", "resolve_bf16"]
+from kgmm.errors import ConfigError
+
+__all__ = ["autocast", "native_bf16", "resolve_bf16", "resolve_device"]
+
+BF16_CHOICES = (True, False, "auto")
+
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when available; under ``torchrun`` each process takes
+    ``cuda:LOCAL_RANK``."""
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device is 'cuda' but no CUDA device is available; use 'cpu'")
+        return torch.device("cuda", local_rank)
+    return torch.device(choice)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -27,9 +43,12 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_bf16(choice: bool | str, device: torch.device) -> bool:
+def resolve_bf16(choice: bool | str, device: torch.device, stacklevel: int = 3) -> bool:
     """Whether to run under bf16 autocast on ``device``: ``"auto"`` when it is
-    :func:`native_bf16`; ``True`` always, with a warning where it is not."""
+    :func:`native_bf16`; ``True`` always, with a warning (``stacklevel`` frames up) where it
+    is not; ``False`` never."""
+    if choice not in BF16_CHOICES or not isinstance(choice, (bool, str)):
+        raise ConfigError(f"bf16 must be True, False or 'auto', got {choice!r}")
     if choice == "auto":
         return native_bf16(device)
     if choice and not native_bf16(device):
@@ -40,7 +59,7 @@ def resolve_bf16(choice: bool | str, device: torch.device) -> bool:
             f"bf16 autocast on {where}, which has no bf16 matmul hardware (AMX, AVX-512 BF16 "
             "or a bf16 GPU): its matmuls are emulated and can be far slower than fp32; "
             "bf16='auto' runs in fp32 here",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return bool(choice)
 
