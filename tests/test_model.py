@@ -210,6 +210,18 @@ def test_modality_the_model_lacks_is_an_error(kg, media):
         model.collator("cause")([{"image": media["image0"], "label": "viral"}])
 
 
+def test_sample_with_nothing_to_predict_from_is_an_error_naming_its_fields(kg):
+    model = build(kg, ("text",))
+    rows = [{"text": "flu", "label": "viral"}, {"txt": "flu", "label": "viral"}]  # a typo
+    message = r"sample 1 \(fields: txt, label\) has none of text, image, audio, entities"
+    with pytest.raises(DataError, match=message):
+        model.collator("cause")(rows)
+    with pytest.raises(DataError, match="has none of text"):
+        model.predict(rows, "cause")  # not predicted from an empty input
+    with_entities = [rows[0], {"entities": ["influenza"], "label": "viral"}]  # an input too
+    assert model.collator("cause")(with_entities)["entity_mask"][1].any()
+
+
 def test_same_seed_same_outputs(kg, media):
     rows = samples(media, ("text", "image", "audio"))
     outs = []

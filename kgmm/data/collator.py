@@ -31,6 +31,9 @@ class Collator:
         targets: the task head's ``collate_targets`` (sample dicts -> target tensors).
         expand: turns each sample into several encoder rows (multiple-choice options);
             targets are still collated from the original samples.
+        input_fields: sample fields the task head predicts from besides the modalities and
+            ``entities`` (recommendation: ``user``, ``item``); a sample with none of them
+            all is a :class:`DataError`, not a prediction from an empty input.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class Collator:
         targets: Callable[[list[dict]], dict[str, torch.Tensor]] | None = None,
         expand: Callable[[list[dict]], list[dict]] | None = None,
         link: bool = True,
+        input_fields: Sequence[str] = (),
     ) -> None:
         self.preprocessors = preprocessors
         self.kg = kg
@@ -52,6 +56,7 @@ class Collator:
         self.targets = targets
         self.expand = expand
         self.link = link and kg is not None
+        self.inputs = (*MODALITIES, "entities", *input_fields)
         self._link_cache: dict[str, list[int]] = {}
 
     def __call__(self, samples: Sequence[dict]) -> dict[str, Any]:
@@ -61,6 +66,11 @@ class Collator:
         for index, sample in enumerate(samples):
             if not isinstance(sample, dict):
                 raise DataError(f"sample {index} is a {type(sample).__name__}, expected a dict")
+            if not any(sample.get(field) is not None for field in self.inputs):
+                raise DataError(
+                    f"sample {index} (fields: {', '.join(map(str, sample)) or 'none'}) has "
+                    f"none of {', '.join(self.inputs)}: nothing to predict from"
+                )
         rows = self.expand(samples) if self.expand is not None else samples
         batch: dict[str, Any] = {"batch_size": len(rows)}
         present = [m for m in MODALITIES if any(r.get(m) is not None for r in rows)]

@@ -36,10 +36,13 @@ class Head(nn.Module, ABC):
     ``collate_targets`` runs on the CPU (data-loader workers) and turns raw sample fields into
     the tensors ``forward`` takes as keyword arguments; ``collate_inputs`` returns the subset
     that prediction needs (no labels). ``config_dict`` is JSON and ``from_config_dict`` rebuilds
-    the head from it, so checkpoints never need pickle.
+    the head from it, so checkpoints never need pickle. ``input_fields`` are the sample
+    fields the head itself predicts from (recommendation: user and item ids), besides the
+    modalities and entities every head sees.
     """
 
     task_type: ClassVar[str]
+    input_fields: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def forward(self, fused: FusionOutput, **targets: Tensor) -> HeadOutput:

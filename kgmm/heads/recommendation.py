@@ -49,6 +49,7 @@ class RecommendationHead(Head):
     """
 
     task_type: ClassVar[str] = "recommendation"
+    input_fields: ClassVar[tuple[str, ...]] = ("user", "item")
 
     def __init__(
         self,

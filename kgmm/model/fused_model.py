@@ -178,6 +178,7 @@ class FusedModel(nn.Module):
             targets=head.collate_targets if targets else head.collate_inputs,
             expand=getattr(head, "expand_samples", None),
             link=knowledge,
+            input_fields=head.input_fields,
         )
 
     def set_knowledge(self, mode: str) -> None:
