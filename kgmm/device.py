@@ -12,9 +12,12 @@ import torch
 
 from kgmm.errors import ConfigError
 
-__all__ = ["autocast", "native_bf16", "resolve_bf16", "resolve_device"]
+__all__ = ["autocast", "native_bf16", "resolve_bf16", "resolve_device", "valid_bf16"]
 
-BF16_CHOICES = (True, False, "auto")
+
+def valid_bf16(choice: object) -> bool:
+    """Whether ``choice`` is a bf16 setting: ``True``, ``False`` or ``"auto"`` (not 1 or 0)."""
+    return isinstance(choice, bool) or choice == "auto"
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -47,7 +50,7 @@ def resolve_bf16(choice: bool | str, device: torch.device, stacklevel: int = 3) 
     """Whether to run under bf16 autocast on ``device``: ``"auto"`` when it is
     :func:`native_bf16`; ``True`` always, with a warning (``stacklevel`` frames up) where it
     is not; ``False`` never."""
-    if choice not in BF16_CHOICES or not isinstance(choice, (bool, str)):
+    if not valid_bf16(choice):
         raise ConfigError(f"bf16 must be True, False or 'auto', got {choice!r}")
     if choice == "auto":
         return native_bf16(device)

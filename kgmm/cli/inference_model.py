@@ -50,11 +50,12 @@ def load_for_inference(args: argparse.Namespace) -> tuple[FusedModel, bool | str
     from kgmm.device import resolve_device
     from kgmm.model import FusedModel, int8_dynamic
 
+    choice = args.device
     if args.precision == "int8":
-        if args.device == "cuda":
+        if choice == "cuda":
             raise ConfigError("--precision int8 runs on the CPU only; use --device cpu")
-        args.device = "cpu"
-    device = resolve_device(args.device)
+        choice = "cpu"
+    device = resolve_device(choice)
     model = FusedModel.from_pretrained(args.checkpoint).to(device)
     if args.precision == "int8":
         return int8_dynamic(model), False, device

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from kgmm.device import valid_bf16
 from kgmm.errors import ConfigError
 
 LR_SCHEDULERS = ("linear", "cosine", "constant")
@@ -103,7 +104,7 @@ class TrainingArguments:
         _one_of("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         _one_of("task_sampling", self.task_sampling, TASK_SAMPLING)
         _one_of("device", self.device, DEVICES)
-        if self.bf16 not in (True, False, "auto"):
+        if not valid_bf16(self.bf16):
             raise ConfigError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
         sizes = self.batch_size.values() if isinstance(self.batch_size, dict) else [self.batch_size]
         if not sizes or any(not isinstance(s, int) or s < 1 for s in sizes):
